@@ -1,0 +1,39 @@
+"""deepgrad: a deep-learning library built from first principles on NumPy.
+
+Tensors with reverse-mode autograd and PyTorch's API; see README.md.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import autograd
+from .autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .backend import get_default_dtype, set_default_dtype
+from .creation import (arange, as_tensor, bernoulli, empty, empty_like, eye, from_numpy, full,
+                       full_like, is_tensor, linspace, logspace, normal, numel, ones, ones_like,
+                       rand, rand_like, randint, randint_like, randn, randn_like, randperm,
+                       tensor, zeros, zeros_like)
+from .dtypes import (bool, double, float, float16, float32, float64, half, int, int8, int16,
+                     int32, int64, long, short, uint8)
+from .ops.elementwise import (abs, add, allclose, ceil, clamp, clip, clone, cos, div, eq,
+                              equal, exp, floor, ge, gt, isfinite, isinf, isnan, le, log,
+                              logical_and, logical_not, logical_or, lt, maximum, minimum, mul,
+                              ne, neg, pow, relu, round, sigmoid, sign, sin, sqrt, square, sub,
+                              tanh, where)
+from .ops.linalg import bmm, dot, matmul, mm
+from .ops.reduce import (all, amax, amin, any, argmax, argmin, logsumexp, max, mean, min,
+                         prod, std, sum, var)
+from .ops.shape import (broadcast_to, cat, chunk, concat, concatenate, expand, flatten, pad,
+                        permute, repeat, reshape, split, squeeze, stack, swapaxes, t, transpose,
+                        unbind, unflatten, unsqueeze)
+from .random import Generator, default_generator, get_rng_state, initial_seed, manual_seed, \
+    seed, set_rng_state
+from .tensor import Tensor
+from . import nn  # noqa: E402
+from .nn.summary import summary  # noqa: E402
+
+subtract = sub
+multiply = mul
+divide = div
+negative = neg
+absolute = abs

@@ -1,0 +1,1 @@
+"""Differentiable operations, one family per module; each op is a ``Function`` subclass."""

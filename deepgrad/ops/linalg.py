@@ -1,0 +1,120 @@
+"""Matrix products."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd.function import Function
+from ..tensor import Tensor
+from .elementwise import _operands
+
+
+class MatMul(Function):
+    def forward(self, a, b):
+        self.a = a
+        self.b = b
+        return a @ b
+
+    def backward(self, grad):
+        a, b = self.a, self.b
+        na, nb = self.needs_input_grad
+        ga = gb = None
+        if a.ndim == 1 and b.ndim == 1:  # dot product: grad is 0-d
+            ga = grad * b if na else None
+            gb = grad * a if nb else None
+        elif a.ndim == 1:  # (k) @ (..., k, n) -> (..., n)
+            if na:
+                ga = (grad[..., None, :] @ np.swapaxes(b, -1, -2))[..., 0, :]
+            if nb:
+                gb = a[:, None] * grad[..., None, :]
+        elif b.ndim == 1:  # (..., m, k) @ (k) -> (..., m)
+            if na:
+                ga = grad[..., :, None] * b
+            if nb:
+                gb = (np.swapaxes(a, -1, -2) @ grad[..., :, None])[..., 0]
+        else:
+            # batch dims that were broadcast are summed away by the engine
+            if na:
+                ga = grad @ np.swapaxes(b, -1, -2)
+            if nb:
+                gb = np.swapaxes(a, -1, -2) @ grad
+        return ga, gb
+
+
+def matmul(input: Tensor, other: Tensor) -> Tensor:
+    """Matrix product with NumPy/PyTorch semantics: 1-d operands, batched broadcasting."""
+    if not isinstance(input, Tensor) or not isinstance(other, Tensor):
+        raise TypeError(
+            f"matmul: both operands must be tensors, got {type(input).__name__} and "
+            f"{type(other).__name__}")
+    sa, sb = input.data.shape, other.data.shape
+    if not sa or not sb:
+        raise ValueError(f"matmul: both operands need at least 1 dim; a.shape={sa}, b.shape={sb}")
+    if sa[-1] != sb[-2 if len(sb) > 1 else 0]:
+        raise ValueError(f"matmul: inner dimensions differ; a.shape={sa}, b.shape={sb}")
+    input, other = _operands("matmul", input, other)
+    try:
+        return MatMul.apply(input, other)
+    except ValueError:
+        raise ValueError(
+            f"matmul: batch dims do not broadcast; a.shape={sa}, b.shape={sb}") from None
+
+
+def mm(input: Tensor, mat2: Tensor) -> Tensor:
+    if input.data.ndim != 2 or mat2.data.ndim != 2:
+        raise ValueError(f"mm: expects 2-d tensors; a.shape={input.shape}, b.shape={mat2.shape}")
+    return matmul(input, mat2)
+
+
+def bmm(input: Tensor, mat2: Tensor) -> Tensor:
+    if input.data.ndim != 3 or mat2.data.ndim != 3 or input.shape[0] != mat2.shape[0]:
+        raise ValueError(
+            f"bmm: expects 3-d tensors with the same batch size; a.shape={input.shape}, "
+            f"b.shape={mat2.shape}")
+    return matmul(input, mat2)
+
+
+def dot(input: Tensor, other: Tensor) -> Tensor:
+    if input.data.ndim != 1 or other.data.ndim != 1:
+        raise ValueError(f"dot: expects 1-d tensors; a.shape={input.shape}, b.shape={other.shape}")
+    return matmul(input, other)
+
+
+class Linear(Function):
+    """``y = x @ w.T + b`` as one node: one GEMM forward, two GEMMs and a sum backward."""
+
+    def forward(self, x, w, b):
+        self.x = x
+        self.w = w
+        y = x @ w.T
+        if b is not None:
+            y += b
+        return y
+
+    def backward(self, grad):
+        nx, nw, nb = self.needs_input_grad
+        x, w = self.x, self.w
+        gx = grad @ w if nx else None
+        gw = gb = None
+        if nw or nb:
+            g2 = grad.reshape(-1, grad.shape[-1])
+            if nw:
+                gw = g2.T @ x.reshape(-1, x.shape[-1])
+            if nb:
+                gb = g2.sum(axis=0)
+        return gx, gw, gb
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``input @ weight.T + bias``; input ``(*, in_features)``, weight ``(out, in)``."""
+    sx, sw = input.data.shape, weight.data.shape
+    if len(sw) != 2 or not sx or sx[-1] != sw[1]:
+        raise ValueError(
+            f"linear: expected input with last dim {sw[1] if len(sw) == 2 else '?'} to match "
+            f"weight of shape {sw}, got input of shape {sx}")
+    if bias is not None and bias.data.shape != (sw[0],):
+        raise ValueError(f"linear: bias of shape {bias.shape} must be ({sw[0]},)")
+    if input.data.dtype != weight.data.dtype:
+        raise TypeError(
+            f"linear: input dtype {input.dtype} differs from weight dtype {weight.dtype}; "
+            "convert the input (x.float()) or the model (model.double())")
+    return Linear.apply(input, weight, bias)

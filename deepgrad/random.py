@@ -32,7 +32,8 @@ class Generator:
 
     def seed(self) -> int:
         """Seed from the operating system's entropy and return the seed used."""
-        s = int(np.random.SeedSequence().entropy % (2**63))
+        entropy = np.random.SeedSequence().entropy
+        s = int(entropy) % (2**63)  # type: ignore[arg-type]
         self.manual_seed(s)
         return s
 
@@ -40,7 +41,7 @@ class Generator:
         return self._seed
 
     def get_state(self) -> dict:
-        return self.rng.bit_generator.state
+        return dict(self.rng.bit_generator.state)
 
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state

@@ -75,11 +75,15 @@ class Tensor:
 
     @property
     def T(self) -> Tensor:
-        return self.permute(*range(self.data.ndim - 1, -1, -1))
+        from .ops.shape import permute
+
+        return permute(self, *range(self.data.ndim - 1, -1, -1))
 
     @property
     def mT(self) -> Tensor:
-        return self.transpose(-2, -1)
+        from .ops.shape import transpose
+
+        return transpose(self, -2, -1)
 
     def size(self, dim: int | None = None):
         if dim is None:
@@ -236,7 +240,7 @@ class Tensor:
         return self
 
     # -- Python protocol ---------------------------------------------------------------
-    def __len__(self) -> int:
+    def __len__(self) -> builtins.int:
         if self.data.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
         return self.data.shape[0]
@@ -347,7 +351,7 @@ def _is_dtype_string(s: str) -> builtins.bool:
 
 def _format(t: Tensor) -> str:
     a = t.data
-    kw = {"separator": ", ", "prefix": "tensor("}
+    kw: dict[str, Any] = {"separator": ", ", "prefix": "tensor("}
     if a.dtype.kind == "f" and a.size:
         finite = a[np.isfinite(a)]
         if finite.size and np.all(finite == np.round(finite)) and np.abs(finite).max() < 1e8:

@@ -23,6 +23,12 @@ from types import ModuleType
 NAMES = [
     "op_overhead",
     "tanh_chain",
+    "lenet_conv",
+    "conv_layer",
+    "max_pool",
+    "avg_pool",
+    "batch_norm",
+    "lstm_layer",
 ]
 
 

@@ -99,7 +99,7 @@ def backward(tensors, grad_tensors=None, retain_graph: bool = False, inputs=None
             _add_node_grad(grads, t._ctx, t._out_idx, g)
             roots.append(t._ctx)
 
-    capture = None
+    capture: dict | None = None
     if inputs is not None:
         capture = {}
         for t in inputs:
@@ -156,7 +156,7 @@ def backward(tensors, grad_tensors=None, retain_graph: bool = False, inputs=None
                 owned = gi.base is None and _only_holder(gi, g, in_grads)
                 _add_leaf(leaf_grads, t, gi, owned)
 
-    if inputs is not None:
+    if capture is not None and inputs is not None:
         for t, g, _ in leaf_grads.values():
             capture[id(t)] = g
         return tuple(None if id(t) not in capture else _make(np.array(capture[id(t)]))

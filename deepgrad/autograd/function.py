@@ -99,6 +99,8 @@ class Function:
 
     # -- used by the engine -------------------------------------------------------------
     def _check_versions(self) -> None:
+        t: Tensor
+        v: int
         for t, v in self._saved_versions:
             if t._version != v:
                 raise RuntimeError(

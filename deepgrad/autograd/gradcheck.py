@@ -96,11 +96,11 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
 
     if fast_mode:
         u = rng.standard_normal(n_out)
-        analytic = _analytic_vjp(fn, inputs, diff, u)
+        vjps = _analytic_vjp(fn, inputs, diff, u)
         for k, i in enumerate(diff):
             d = rng.standard_normal(inputs[i].shape)
             num = float(u @ numerical_directional(i, d))
-            ana = float(np.sum(analytic[k] * d))
+            ana = float(np.sum(vjps[k] * d))
             if not abs(ana - num) <= atol + rtol * abs(num):
                 return fail(f"gradcheck: input {i}: directional derivative analytic {ana!r} "
                             f"vs numerical {num!r}")

@@ -53,7 +53,7 @@ def _fan(tensor: Tensor, mode: str) -> int:
     return fan_in if mode == "fan_in" else fan_out
 
 
-def _fill(tensor: Tensor, values: np.ndarray) -> Tensor:
+def _fill(tensor: Tensor, values) -> Tensor:
     with no_grad():
         tensor.data[...] = values
         tensor._version += 1

@@ -49,6 +49,12 @@ class Module:
     """
 
     training: bool
+    _parameters: OrderedDict[str, Parameter | None]
+    _buffers: OrderedDict[str, Tensor | None]
+    _non_persistent_buffers: set[str]
+    _modules: OrderedDict[str, Module | None]
+    _forward_hooks: OrderedDict
+    _forward_pre_hooks: OrderedDict
 
     def __init__(self) -> None:
         d = self.__dict__
@@ -135,6 +141,11 @@ class Module:
             d["_buffers"][name] = value
         d[name] = value
 
+    def __getattr__(self, name: str) -> Any:
+        # only reached when normal lookup fails: registered values live in __dict__ too, so
+        # this is the error path (and keeps type checkers aware of dynamic attributes)
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
     def _discard(self, name: str) -> None:
         d = self.__dict__
         for registry in (d["_parameters"], d["_buffers"], d["_modules"]):
@@ -187,17 +198,20 @@ class Module:
     def get_submodule(self, target: str) -> Module:
         mod = self
         for part in target.split(".") if target else []:
-            if part not in mod._modules:
-                raise AttributeError(f"get_submodule: {type(mod).__name__} has no submodule {part!r}")
-            mod = mod._modules[part]
+            child = mod._modules.get(part)
+            if child is None:
+                raise AttributeError(
+                    f"get_submodule: {type(mod).__name__} has no submodule {part!r}")
+            mod = child
         return mod
 
     def get_parameter(self, target: str) -> Parameter:
         mod_path, _, name = target.rpartition(".")
         mod = self.get_submodule(mod_path)
-        if name not in mod._parameters:
+        param = mod._parameters.get(name)
+        if param is None:
             raise AttributeError(f"get_parameter: {type(mod).__name__} has no parameter {name!r}")
-        return mod._parameters[name]
+        return param
 
     # -- iteration -------------------------------------------------------------------------
     def named_modules(self, memo=None, prefix: str = "", remove_duplicate: bool = True):

@@ -22,7 +22,7 @@ from .module import Module
 class LayerRow:
     name: str
     kind: str
-    output_shape: tuple
+    output_shape: tuple | list
     params: int
     trainable: int
     connections: int

@@ -14,6 +14,10 @@ from . import linalg, reduce, shape
 from .elementwise import Add, Div, Mul, Pow, Sub, _binary
 
 
+def _attach(name: str, fn) -> None:
+    setattr(Tensor, name, fn)
+
+
 def _reflected(cls, op):
     def method(self, other):
         return _binary(cls, op, other, self)
@@ -28,38 +32,41 @@ def _forward(cls, op):
     return method
 
 
-Tensor.__add__ = _forward(Add, "add")
-Tensor.__radd__ = _reflected(Add, "add")
-Tensor.__sub__ = _forward(Sub, "sub")
-Tensor.__rsub__ = _reflected(Sub, "sub")
-Tensor.__mul__ = _forward(Mul, "mul")
-Tensor.__rmul__ = _reflected(Mul, "mul")
-Tensor.__truediv__ = lambda self, other: ew.div(self, other)
-Tensor.__rtruediv__ = lambda self, other: ew.div(other, self)
-Tensor.__pow__ = _forward(Pow, "pow")
-Tensor.__rpow__ = _reflected(Pow, "pow")
-Tensor.__neg__ = ew.neg
-Tensor.__abs__ = ew.abs
-Tensor.__matmul__ = linalg.matmul
-Tensor.__rmatmul__ = lambda self, other: linalg.matmul(other, self)
-Tensor.__getitem__ = shape.getitem
+_attach("__add__", _forward(Add, "add"))
+_attach("__radd__", _reflected(Add, "add"))
+_attach("__sub__", _forward(Sub, "sub"))
+_attach("__rsub__", _reflected(Sub, "sub"))
+_attach("__mul__", _forward(Mul, "mul"))
+_attach("__rmul__", _reflected(Mul, "mul"))
+_attach("__truediv__", lambda self, other: ew.div(self, other))
+_attach("__rtruediv__", lambda self, other: ew.div(other, self))
+_attach("__pow__", _forward(Pow, "pow"))
+_attach("__rpow__", _reflected(Pow, "pow"))
+_attach("__neg__", ew.neg)
+_attach("__abs__", ew.abs)
+_attach("__matmul__", linalg.matmul)
+_attach("__rmatmul__", lambda self, other: linalg.matmul(other, self))
+_attach("__getitem__", shape.getitem)
 
-Tensor.__eq__ = ew.eq
-Tensor.__ne__ = ew.ne
-Tensor.__lt__ = ew.lt
-Tensor.__le__ = ew.le
-Tensor.__gt__ = ew.gt
-Tensor.__ge__ = ew.ge
-Tensor.__and__ = Tensor.__rand__ = lambda self, other: _make(np.bitwise_and(
-    self.data, other.data if isinstance(other, Tensor) else other))
-Tensor.__or__ = Tensor.__ror__ = lambda self, other: _make(np.bitwise_or(
-    self.data, other.data if isinstance(other, Tensor) else other))
-Tensor.__xor__ = Tensor.__rxor__ = lambda self, other: _make(np.bitwise_xor(
-    self.data, other.data if isinstance(other, Tensor) else other))
-Tensor.__invert__ = lambda self: _make(np.invert(self.data))
-Tensor.__floordiv__ = lambda self, other: ew.div(self, other, rounding_mode="floor")
-Tensor.__mod__ = lambda self, other: _make(np.mod(
-    self.data, other.data if isinstance(other, Tensor) else other))
+_attach("__eq__", ew.eq)
+_attach("__ne__", ew.ne)
+_attach("__lt__", ew.lt)
+_attach("__le__", ew.le)
+_attach("__gt__", ew.gt)
+_attach("__ge__", ew.ge)
+_attach("__and__", lambda self, other: _make(np.bitwise_and(
+    self.data, other.data if isinstance(other, Tensor) else other)))
+_attach("__rand__", getattr(Tensor, "__and__"))
+_attach("__or__", lambda self, other: _make(np.bitwise_or(
+    self.data, other.data if isinstance(other, Tensor) else other)))
+_attach("__ror__", getattr(Tensor, "__or__"))
+_attach("__xor__", lambda self, other: _make(np.bitwise_xor(
+    self.data, other.data if isinstance(other, Tensor) else other)))
+_attach("__rxor__", getattr(Tensor, "__xor__"))
+_attach("__invert__", lambda self: _make(np.invert(self.data)))
+_attach("__floordiv__", lambda self, other: ew.div(self, other, rounding_mode="floor"))
+_attach("__mod__", lambda self, other: _make(np.mod(
+    self.data, other.data if isinstance(other, Tensor) else other)))
 
 _METHODS = {
     ew: ["add", "sub", "mul", "div", "pow", "neg", "abs", "exp", "log", "sqrt", "sin", "cos",
@@ -75,13 +82,13 @@ _METHODS = {
 }
 for _module, _names in _METHODS.items():
     for _name in _names:
-        setattr(Tensor, _name, getattr(_module, _name))
-Tensor.subtract = ew.sub
-Tensor.multiply = ew.mul
-Tensor.divide = ew.div
-Tensor.negative = ew.neg
-Tensor.absolute = ew.abs
-Tensor.where = lambda self, condition, other: ew.where(condition, self, other)
+        _attach(_name, getattr(_module, _name))
+_attach("subtract", ew.sub)
+_attach("multiply", ew.mul)
+_attach("divide", ew.div)
+_attach("negative", ew.neg)
+_attach("absolute", ew.abs)
+_attach("where", lambda self, condition, other: ew.where(condition, self, other))
 
 
 # -- in-place ops: for use under no_grad (optimizer steps, initialisation) ------------------
@@ -181,18 +188,18 @@ def _setitem(data, key, value):
     data[key] = _value(value)
 
 
-Tensor.add_ = _inplace("add_", _add_)
-Tensor.sub_ = _inplace("sub_", _sub_)
-Tensor.mul_ = _inplace("mul_", _mul_)
-Tensor.div_ = _inplace("div_", _div_)
-Tensor.pow_ = _inplace("pow_", _pow_)
-Tensor.fill_ = _inplace("fill_", _fill_)
-Tensor.zero_ = _inplace("zero_", _zero_)
-Tensor.copy_ = _inplace("copy_", _copy_)
-Tensor.clamp_ = _inplace("clamp_", _clamp_)
-Tensor.uniform_ = _inplace("uniform_", _uniform_)
-Tensor.normal_ = _inplace("normal_", _normal_)
-Tensor.__setitem__ = _inplace("__setitem__", _setitem)
+_attach("add_", _inplace("add_", _add_))
+_attach("sub_", _inplace("sub_", _sub_))
+_attach("mul_", _inplace("mul_", _mul_))
+_attach("div_", _inplace("div_", _div_))
+_attach("pow_", _inplace("pow_", _pow_))
+_attach("fill_", _inplace("fill_", _fill_))
+_attach("zero_", _inplace("zero_", _zero_))
+_attach("copy_", _inplace("copy_", _copy_))
+_attach("clamp_", _inplace("clamp_", _clamp_))
+_attach("uniform_", _inplace("uniform_", _uniform_))
+_attach("normal_", _inplace("normal_", _normal_))
+_attach("__setitem__", _inplace("__setitem__", _setitem))
 
 
 def _augmented(op, inplace, outofplace):
@@ -210,7 +217,7 @@ def _augmented(op, inplace, outofplace):
     return method
 
 
-Tensor.__iadd__ = _augmented("__iadd__", _add_, ew.add)
-Tensor.__isub__ = _augmented("__isub__", _sub_, ew.sub)
-Tensor.__imul__ = _augmented("__imul__", _mul_, ew.mul)
-Tensor.__itruediv__ = _augmented("__itruediv__", _div_, ew.div)
+_attach("__iadd__", _augmented("__iadd__", _add_, ew.add))
+_attach("__isub__", _augmented("__isub__", _sub_, ew.sub))
+_attach("__imul__", _augmented("__imul__", _mul_, ew.mul))
+_attach("__itruediv__", _augmented("__itruediv__", _div_, ew.div))

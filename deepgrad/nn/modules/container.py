@@ -39,7 +39,7 @@ class Sequential(Module):
         return len(self._modules)
 
     def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
+        return (m for m in self._modules.values() if m is not None)
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):
@@ -106,7 +106,7 @@ class ModuleList(Module):
         return len(self._modules)
 
     def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
+        return (m for m in self._modules.values() if m is not None)
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):
@@ -156,7 +156,9 @@ class ModuleDict(Module):
             self.update(modules)
 
     def __getitem__(self, key: str) -> Module:
-        return self._modules[key]
+        module = self._modules[key]
+        assert module is not None  # ModuleDict never stores None
+        return module
 
     def __setitem__(self, key: str, module: Module) -> None:
         self.add_module(key, module)
@@ -183,7 +185,7 @@ class ModuleDict(Module):
         return self._modules.values()
 
     def pop(self, key: str) -> Module:
-        module = self._modules[key]
+        module = self[key]
         delattr(self, key)
         return module
 

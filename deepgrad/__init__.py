@@ -21,6 +21,7 @@ from .ops.elementwise import (abs, add, allclose, ceil, clamp, clip, clone, cos,
                               ne, neg, pow, relu, round, sigmoid, sign, sin, sqrt, square, sub,
                               tanh, where)
 from .ops.linalg import bmm, dot, matmul, mm
+from .ops.nn_ops import log_softmax, softmax
 from .ops.reduce import (all, amax, amin, any, argmax, argmin, logsumexp, max, mean, min,
                          prod, std, sum, var)
 from .ops.shape import (broadcast_to, cat, chunk, concat, concatenate, expand, flatten, pad,
@@ -37,3 +38,32 @@ multiply = mul
 divide = div
 negative = neg
 absolute = abs
+
+# Submodules that pull in more code than the core are loaded on first use, so that
+# `import deepgrad` stays fast.
+_LAZY_SUBMODULES = ("optim", "data", "datasets", "io", "models", "train", "viz", "cli")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'deepgrad' has no attribute {name!r}")
+
+
+def save(obj, f) -> None:
+    """Save tensors and metadata (a state dict, a checkpoint) to ``f``: safetensors + JSON,
+    written atomically. See ``deepgrad.io.save``."""
+    from .io import save as _save
+
+    _save(obj, f)
+
+
+def load(f, map_location=None, weights_only: bool = True):
+    """Load what ``save`` wrote. Never runs code from the file. See ``deepgrad.io.load``."""
+    from .io import load as _load
+
+    return _load(f)

@@ -8,6 +8,10 @@ import deepgrad as dg
 
 try:
     import torch
+
+    # one thread: the oracle's results don't depend on it, and on a loaded two-core machine
+    # torch's thread pool can turn a microsecond op into milliseconds
+    torch.set_num_threads(1)
 except ImportError:  # pragma: no cover
     torch = None
 

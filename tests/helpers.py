@@ -127,13 +127,13 @@ def _make_inputs(lib, arrays, dtype, mask):
     tensors = []
     for arr, rg in zip(arrays, mask):
         if _is_float(arr.dtype):
-            a = np.ascontiguousarray(arr, dtype=dtype)
+            a = np.array(arr, dtype=dtype, order="C")
             if lib is torch:
                 tensors.append(torch.tensor(a, requires_grad=rg))
             else:
                 tensors.append(dg.tensor(a, dtype=dtype, requires_grad=rg))
         else:
-            tensors.append(lib.tensor(np.ascontiguousarray(arr)))
+            tensors.append(lib.tensor(np.array(arr, order="C")))
     return tensors
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from ..autograd.grad_mode import state as _grad_state
 from ..tensor import Tensor, _make
 from . import elementwise as ew
-from . import linalg, reduce, shape
+from . import linalg, nn_ops, reduce, shape
 from .elementwise import Add, Div, Mul, Pow, Sub, _binary
 
 
@@ -79,6 +79,7 @@ _METHODS = {
             "unsqueeze", "permute", "transpose", "swapaxes", "t", "expand", "expand_as",
             "repeat", "split", "chunk", "unbind"],
     linalg: ["matmul", "mm", "bmm", "dot"],
+    nn_ops: ["softmax", "log_softmax"],
 }
 for _module, _names in _METHODS.items():
     for _name in _names:

@@ -434,6 +434,19 @@ def _unary(cls, float_only=True):
 
 
 abs = _unary(Abs, float_only=False)
+
+
+def _with_inplace(op):
+    """Accept PyTorch's ``inplace`` flag; the result is the same value, computed out of place
+    (deepgrad's graph has no in-place ops)."""
+    def wrapped(input, inplace: bool = False):
+        return op(input)
+
+    wrapped.__name__ = wrapped.__qualname__ = op.__name__
+    return wrapped
+
+
+
 exp = _unary(Exp)
 log = _unary(Log)
 sqrt = _unary(Sqrt)
@@ -446,6 +459,9 @@ for _name, _fn in (("abs", abs), ("exp", exp), ("log", log), ("sqrt", sqrt), ("s
                    ("cos", cos), ("relu", relu), ("sigmoid", sigmoid), ("tanh", tanh)):
     _fn.__name__ = _fn.__qualname__ = _name
     _fn.__doc__ = f"Elementwise {_name}, differentiable."
+
+
+relu = _with_inplace(relu)
 
 
 def square(input):

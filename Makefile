@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q
 # Kept in step with the `oracle` extra in pyproject.toml.
 ORACLE ?= torch==2.13.0
-DEMO ?= examples/xor_autograd.py
+DEMO ?= examples/mnist_demo.py
 THREADS ?= 2
 ARGS ?=
 # Serial by default: with pytest-xdist, `PYTEST_ARGS='-n 2'` was slower on this suite, since each
@@ -43,7 +43,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.stamp-base: pyproject.toml | $(PY)
-	$(PIP) install -e .
+	$(PIP) install -e '.[train]'
 	@touch $@
 
 $(VENV)/.stamp-test: pyproject.toml | $(PY)

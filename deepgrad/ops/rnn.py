@@ -1,2 +1,881 @@
-"""(being written)"""
+"""Recurrent layers' math: a whole layer (all time steps, every direction) is one node.
+
+Forward runs the recurrence in NumPy with one GEMM per time step,
+``[W_hh | W_ih | b] @ [h; x_t; 1]``, which gives every gate pre-activation (input projection and
+biases included); the gate math is in place on preallocated buffers. Inside the loop the state
+is feature-major, ``h`` is ``(H, N)``: ``W (G*H, K) @ (K, N)`` is the fastest GEMM shape for a
+small batch, and each per-step array is one contiguous block of a ``(T, rows, N)`` store, so
+the loop streams through memory.
+
+Backward is backpropagation through time in one loop: per step the gate gradients (written over
+the saved activations) and one GEMM for the gradient of the previous state. The gate gradients
+of all steps then feed one GEMM ``dZ @ [h; x; 1]^T`` for ``[grad W_hh | grad W_ih | grad b]``
+and one for the input gradient.
+
+Used by ``nn.RNN``/``nn.LSTM``/``nn.GRU`` and the cells. PyTorch has no functional form of
+these layers, so nothing here is exported to ``nn.functional``.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+
+import numpy as np
+
+from ..autograd.function import Function
+from ..random import _generator
+from ..tensor import Tensor
+
 __all__: list = []
+
+
+class _Workspace:
+    """Reuses large scratch arrays across calls.
+
+    A fresh array of megabytes costs a page fault per 4 KiB page on first touch (the kernel
+    zeroes every page), and the C allocator hands big blocks back to the OS when they are
+    freed: a training step of an LSTM layer would spend more time in page faults than in its
+    elementwise math. A buffer here is free again as soon as nothing but the workspace refers to
+    it; every NumPy view of it holds a reference, so the reference count says when. At most
+    ``max_bytes`` are kept; beyond that, arrays come from the allocator as usual.
+    """
+
+    min_bytes = 1 << 17  # smaller arrays come from the allocator's heap, without page faults
+    max_bytes = 1 << 28
+
+    def __init__(self) -> None:
+        self.buffers: list = []
+        self.nbytes = 0
+        self.lock = threading.Lock()
+        self.free_refs = None
+        if hasattr(sys, "getrefcount"):
+            # calibrate: the count seen in take() for a buffer nobody else holds
+            self.buffers.append(np.empty(1, np.uint8))
+            for raw in self.buffers:
+                self.free_refs = sys.getrefcount(raw)
+            self.buffers.clear()
+
+    def take(self, nbytes: int):
+        """A free uint8 buffer of at least ``nbytes + 64`` bytes (up to twice that)."""
+        need = nbytes + 64
+        if self.free_refs is None or need < self.min_bytes:
+            return np.empty(need, np.uint8)
+        with self.lock:
+            best = None
+            free_refs = self.free_refs
+            for raw in self.buffers:
+                if need <= raw.nbytes <= 2 * need and sys.getrefcount(raw) <= free_refs:
+                    if best is None or raw.nbytes < best.nbytes:
+                        best = raw
+            if best is not None:
+                return best
+            raw = np.empty(need, np.uint8)
+            if self.nbytes + need > self.max_bytes:  # make room: drop free buffers, oldest first
+                for old in list(self.buffers):
+                    if sys.getrefcount(old) <= free_refs + 1:  # +1: the list() copy
+                        self.buffers.remove(old)
+                        self.nbytes -= old.nbytes
+                        if self.nbytes + need <= self.max_bytes:
+                            break
+                if self.nbytes + need > self.max_bytes:
+                    return raw
+            self.buffers.append(raw)
+            self.nbytes += need
+            return raw
+
+
+_workspace = _Workspace()
+
+
+def _empty(xp, shape: tuple, dt):
+    """An uninitialised array from the workspace, starting on a 64-byte boundary.
+
+    NumPy's allocator aligns to 16 bytes only; the per-step elementwise ops on (H, N) slices
+    run about 1.8x slower when their operands straddle cache lines.
+    """
+    if xp is not np:
+        return xp.empty(shape, dt)
+    dt = np.dtype(dt)
+    nbytes = int(np.prod(shape)) * dt.itemsize
+    raw = _workspace.take(nbytes)
+    off = -raw.ctypes.data % 64
+    return raw[off:off + nbytes].view(dt).reshape(shape)
+
+
+def _columns(xp, rows: int, T: int, N: int, dt):
+    """A ``(rows, T*N)`` array (time-major columns) for the big GEMMs after the loop.
+
+    Rows get a cache line of padding: a power-of-two row stride maps the rows to few cache sets.
+    """
+    line = 64 // np.dtype(dt).itemsize
+    cols = -(-T * N // line) * line + line
+    return _empty(xp, (rows, cols), dt)[:, :T * N]
+
+
+def _swap_go(dst, src, H: int) -> None:
+    """Copy gate rows swapping the last two blocks: PyTorch's (i, f, g, o) <-> (i, f, o, g)."""
+    dst[:2 * H] = src[:2 * H]
+    dst[2 * H:3 * H] = src[3 * H:]
+    dst[3 * H:] = src[2 * H:3 * H]
+
+
+class _ToColumns:
+    """Copies the blocks of a ``(T, rows, N)`` store into ``(rows, T*N)`` columns a few time
+    steps at a time, while the blocks just computed are still in cache."""
+
+    size = 16
+
+    def __init__(self, xp, src, descending: bool) -> None:
+        T, rows, N = src.shape
+        self.copyto = xp.copyto
+        self.src = src
+        self.columns = _columns(xp, rows, T, N, src.dtype)
+        self.dst = self.columns.reshape(rows, T, N)
+        self.descending = descending
+        self.pending = 0
+
+    def done(self, t: int) -> None:
+        """Time step ``t`` is complete (steps arrive in loop order)."""
+        self.pending += 1
+        if self.pending == self.size or (t == 0 if self.descending else
+                                         t == self.src.shape[0] - 1):
+            k = self.pending
+            lo = t if self.descending else t - k + 1
+            self.copyto(self.dst[:, lo:lo + k], self.src[lo:lo + k].transpose(1, 0, 2))
+            self.pending = 0
+
+
+class _RecurrentLayer(Function):
+    """One layer over a whole sequence, every direction: the shared input and output handling.
+
+    ``forward(x, h0, c0, *weights, batch_first, dropout)``: ``x`` is ``(T, N, I)`` (or
+    ``(N, T, I)``), ``h0``/``c0`` are ``(D, N, H)`` or None (zeros; ``c0`` only for the LSTM),
+    ``weights`` are ``(w_ih, w_hh, b_ih, b_hh)`` per direction (biases may be None). ``dropout``
+    is applied to the input (the previous layer's output) with a fresh mask. Returns
+    ``(output, h_n)`` or, for the LSTM, ``(output, h_n, c_n)``.
+
+    Saved for backward per direction: the gate activations ``A`` (T, gates*H, N), the inputs of
+    each step's GEMM as columns ``[h; x; 1]`` (K, T*N) and, for the LSTM, the cells. Without a
+    graph to record (no_grad), the LSTM keeps only a few buffers that stay in cache.
+    """
+
+    has_cell = False
+
+    def forward(self, x, h0, c0, *weights, batch_first=False, dropout=0.0, relu=False):
+        xp = self.xp
+        D = len(weights) // 4
+        if batch_first:
+            N, T, I = x.shape
+        else:
+            T, N, I = x.shape
+        H = weights[1].shape[1]
+        dt = x.dtype
+        mask = None
+        x_bf = batch_first
+        if dropout > 0.0:
+            if dropout >= 1.0:
+                mask = xp.zeros((T, N, I), dt)
+            else:
+                mask = (_generator(None).random((T, N, I), dtype=dt) >= dropout).astype(dt)
+                mask *= 1.0 / (1.0 - dropout)
+            xd = _empty(xp, (T, N, I), dt)
+            xp.multiply(x.transpose(1, 0, 2) if batch_first else x, mask, out=xd)
+            x = xd
+            x_bf = False
+        # (T, I, N): the input of each time step as columns, a view
+        xcols = x.transpose(1, 2, 0) if x_bf else x.transpose(0, 2, 1)
+        out = _empty(xp, (N, T, D * H) if batch_first else (T, N, D * H), dt)
+        hn = xp.empty((D, N, H), dt)
+        cn = xp.empty((D, N, H), dt) if self.has_cell else None
+        self.relu = relu
+        self.batch_first = batch_first
+        self.mask = mask
+        self.dims = (T, N, I, H, D)
+        self.weights = weights
+        self.initial = (xcols, h0, c0)  # to recompute for a second backward (retain_graph)
+        self.record = True in self.needs_input_grad
+        self.saved = []
+        for d in range(D):
+            lo, hi = d * H, (d + 1) * H
+            if batch_first:
+                outs = [out[:, t, lo:hi] for t in range(T)]
+            else:
+                outs = [out[t, :, lo:hi] for t in range(T)]
+            self.saved.append(self._run_direction(d, outs, hn[d], None if cn is None else cn[d]))
+        if self.has_cell:
+            return out, hn, cn
+        return out, hn
+
+    def _forward_direction(self, xcols, w_ih, w_hh, b_ih, b_hh, h0, c0, outs, reverse, hn,
+                           cn):
+        """Run one direction; write ``outs[t]`` (N, H), ``hn``, ``cn``; return the saved state."""
+        raise NotImplementedError
+
+    def _backward_direction(self, saved, w, gouts, ghn, gcn, reverse, needs_w, need_x):
+        """Grads of one direction: ``(grad x^T (I, T*N), grad w_ih, grad w_hh, grad b_ih,
+        grad b_hh, grad h0^T, grad c0^T)``."""
+        raise NotImplementedError
+
+    def _run_direction(self, d: int, outs, hn, cn):
+        xcols, h0, c0 = self.initial
+        w_ih, w_hh, b_ih, b_hh = self.weights[4 * d:4 * d + 4]
+        # the inputs of each step as columns, for the weight grads, if backward will want them
+        self.need_hx = True in self.needs_input_grad[3 + 4 * d:7 + 4 * d]
+        return self._forward_direction(
+            xcols, w_ih, w_hh, b_ih, b_hh, None if h0 is None else h0[d],
+            None if c0 is None else c0[d], outs, d == 1, hn, cn)
+
+    def _recompute(self, d: int):
+        """The saved state of direction ``d`` again: backward overwrites it (it writes the gate
+        grads over the activations), so a second backward (retain_graph=True) reruns forward."""
+        T, N, I, H, D = self.dims
+        xp = self.xp
+        dt = self.initial[0].dtype
+        scratch = xp.empty((T, N, H), dt)
+        cn = xp.empty((N, H), dt) if self.has_cell else None
+        return self._run_direction(d, list(scratch), xp.empty((N, H), dt), cn)
+
+    def _states(self, T: int, H: int, N: int, xcols, bias: bool, h0, first: int):
+        """``HP[t] = [h; x_t; 1]``: the state entering time step t, the input and a row of
+        ones (if bias), as ``(H + I (+ 1), N)`` columns."""
+        I = xcols.shape[1]
+        HP = _empty(self.xp, (T, H + I + 1 if bias else H + I, N), xcols.dtype)
+        self.xp.copyto(HP[:, H:H + I], xcols)
+        if bias:
+            HP[:, H + I] = 1
+        self._initial(h0, HP[first][:H])
+        return HP
+
+    def _initial(self, state, dst):
+        """Write ``state`` (N, H), or zeros for None, into ``dst`` (H, N)."""
+        if state is None:
+            dst[...] = 0
+        else:
+            self.xp.copyto(dst, state.T)
+        return dst
+
+    def _order(self, T: int, reverse: bool, backward: bool):
+        if reverse != backward:
+            return range(T - 1, -1, -1)
+        return range(T)
+
+    def backward(self, gout, ghn, gcn=None):
+        xp = self.xp
+        T, N, I, H, D = self.dims
+        needs = self.needs_input_grad
+        dt = gout.dtype
+        grads = [None] * (3 + 4 * D)
+        gh0 = xp.empty((D, N, H), dt) if needs[1] else None
+        gc0 = xp.empty((D, N, H), dt) if self.has_cell and needs[2] else None
+        gxT = None
+        for d in range(D):
+            lo, hi = d * H, (d + 1) * H
+            if self.batch_first:
+                gouts = [gout[:, t, lo:hi] for t in range(T)]
+            else:
+                gouts = [gout[t, :, lo:hi] for t in range(T)]
+            k = 3 + 4 * d
+            saved = self.saved[d]
+            self.saved[d] = None
+            if saved is None:
+                saved = self._recompute(d)
+            res = self._backward_direction(
+                saved, self.weights[k - 3:k + 1], gouts, ghn[d],
+                None if gcn is None else gcn[d], d == 1, needs[k:k + 4], needs[0])
+            gx_d, g_ih, g_hh, gb_ih, gb_hh, dh0, dc0 = res
+            grads[k:k + 4] = [g_ih, g_hh, gb_ih, gb_hh]
+            if gh0 is not None:
+                xp.copyto(gh0[d], dh0.T)
+            if gc0 is not None:
+                xp.copyto(gc0[d], dc0.T)
+            if gx_d is not None:
+                if gxT is None:
+                    gxT = gx_d
+                else:
+                    gxT += gx_d
+        if gxT is not None:
+            gxT = gxT.reshape(I, T, N)
+            if self.mask is not None:
+                gxT *= self.mask.transpose(2, 0, 1)
+            if self.batch_first:
+                gx = xp.empty((N, T, I), dt)
+                xp.copyto(gx, gxT.transpose(2, 1, 0))
+            else:
+                gx = xp.empty((T, N, I), dt)
+                xp.copyto(gx, gxT.transpose(1, 2, 0))
+            grads[0] = gx
+        grads[1] = gh0
+        grads[2] = gc0
+        return tuple(grads)
+
+    def _input_grad(self, w, dz):
+        """``w.T @ dz``: the input grad ``(I, T*N)`` of one direction."""
+        out = _empty(self.xp, (w.shape[1], dz.shape[1]), dz.dtype)
+        return self.xp.matmul(w.T, dz, out=out)
+
+
+class LSTMLayer(_RecurrentLayer):
+    """LSTM: ``c' = f*c + i*g``, ``h' = o*tanh(c')``; gates ``i, f, o`` sigmoid, ``g`` tanh."""
+
+    has_cell = True
+
+    def _forward_direction(self, xcols, w_ih, w_hh, b_ih, b_hh, h0, c0, outs, reverse, hn,
+                           cn):
+        xp = self.xp
+        T, I, N = xcols.shape
+        H = w_hh.shape[1]
+        H2, H3, H4 = 2 * H, 3 * H, 4 * H
+        dt = xcols.dtype
+        bias = b_ih is not None
+        # One GEMM per step gives all pre-activations: [w_hh | w_ih | b] @ [h; x_t; 1].
+        # Gates in the order (i, f, o, g), sigmoid rows halved: sigmoid(z) = 0.5 + 0.5*tanh(z/2),
+        # so one tanh call covers all four gates.
+        K = H + I + 1 if bias else H + I
+        w = _empty(xp, (H4, K), dt)
+        _swap_go(w[:, :H], w_hh, H)
+        _swap_go(w[:, H:H + I], w_ih, H)
+        if bias:
+            _swap_go(w[:, H + I], b_ih + b_hh, H)
+        w[:H3] *= 0.5
+        order = self._order(T, reverse, False)
+        HP = self._states(T, H, N, xcols, bias, h0, order[0])
+        if self.record:  # gate activations, cells and tanh(cells), saved for backward
+            A = _empty(xp, (T, H4, N), dt)
+            C = _empty(xp, (T, H, N), dt)
+            TC = _empty(xp, (T, H, N), dt)
+        else:  # nothing to save: a few buffers that stay in cache
+            A = [_empty(xp, (H4, N), dt)] * T
+            cells = (_empty(xp, (H, N), dt), _empty(xp, (H, N), dt))
+            C = [cells[t % 2] for t in range(T)]
+            TC = [_empty(xp, (H, N), dt)] * T
+        ig = _empty(xp, (H, N), dt)
+        h_last = _empty(xp, (H, N), dt)
+        c_init = self._initial(c0, _empty(xp, (H, N), dt))
+        step = -1 if reverse else 1
+        h_prev = HP[order[0]]
+        c_prev = c_init
+        hx = _ToColumns(xp, HP, reverse) if self.need_hx else None
+        matmul, add, mul, tanh, copyto = xp.matmul, xp.add, xp.multiply, xp.tanh, xp.copyto
+        for t in order:
+            a = A[t]
+            matmul(w, h_prev, out=a)
+            tanh(a, out=a)
+            s = a[:H3]
+            mul(s, 0.5, out=s)
+            add(s, 0.5, out=s)
+            c = C[t]
+            mul(a[H:H2], c_prev, out=c)
+            mul(a[:H], a[H3:], out=ig)
+            add(c, ig, out=c)
+            tc = TC[t]
+            tanh(c, out=tc)
+            nt = t + step
+            if 0 <= nt < T:
+                h_prev = HP[nt]
+                h = h_prev[:H]
+            else:
+                h = h_last
+            mul(a[H2:H3], tc, out=h)
+            copyto(outs[t], h.T)
+            c_prev = c
+            if hx is not None:
+                hx.done(t)
+        copyto(hn, h_last.T)
+        copyto(cn, c_prev.T)
+        return A, C, TC, None if hx is None else hx.columns, c_init
+
+    def _backward_direction(self, saved, w, gouts, ghn, gcn, reverse, needs_w, need_x):
+        xp = self.xp
+        A, C, TC, hx, c_init = saved
+        w_ih, w_hh, b_ih, b_hh = w
+        T = len(gouts)
+        H, N = c_init.shape
+        I = w_ih.shape[1]
+        H2, H3, H4 = 2 * H, 3 * H, 4 * H
+        dt = A.dtype
+        whp = _empty(xp, (H4, H), dt)  # w_hh in the gate order (i, f, o, g)
+        _swap_go(whp, w_hh, H)
+        whT = whp.T
+        dh = _empty(xp, (H, N), dt)
+        q = _empty(xp, (H, N), dt)
+        q2 = _empty(xp, (H2, N), dt)
+        sd = _empty(xp, (H3, N), dt)
+        rec = _empty(xp, (H, N), dt)
+        dc = self._initial(gcn, _empty(xp, (H, N), dt))
+        dh_rec = ghn.T
+        step = -1 if reverse else 1
+        matmul, add, sub, mul = xp.matmul, xp.add, xp.subtract, xp.multiply
+        dz = _ToColumns(xp, A, not reverse)
+        # the grads of the gate pre-activations overwrite the activations, block by block
+        for t in self._order(T, reverse, True):
+            a = A[t]
+            add(dh_rec, gouts[t].T, out=dh)
+            s = a[:H3]
+            mul(s, s, out=sd)
+            sub(s, sd, out=sd)  # s*(1-s) for i, f, o
+            tc = TC[t]
+            # dc += dh * o * (1 - tanh(c)^2)
+            mul(dh, a[H2:H3], out=q)
+            add(dc, q, out=dc)
+            mul(q, tc, out=q)
+            mul(q, tc, out=q)
+            sub(dc, q, out=dc)
+            mul(dh, tc, out=q)
+            mul(q, sd[H2:], out=a[H2:H3])  # o
+            pt = t - step
+            c_prev = C[pt] if 0 <= pt < T else c_init
+            g = a[H3:]
+            mul(dc, g, out=q2[:H])
+            mul(dc, c_prev, out=q2[H:])
+            mul(g, g, out=q)
+            sub(1.0, q, out=q)
+            mul(q, a[:H], out=q)
+            mul(q, dc, out=g)  # g
+            mul(dc, a[H:H2], out=dc)
+            mul(q2, sd[:H2], out=a[:H2])  # i, f
+            matmul(whT, a, out=rec)
+            dh_rec = rec
+            dz.done(t)
+        dz = dz.columns
+        need_w = True in needs_w
+        g_ih = g_hh = gb_ih = gb_hh = None
+        if need_w:
+            # [grad w_hh | grad w_ih | grad b] in one GEMM, rows back to (i, f, g, o)
+            dw = xp.matmul(dz, hx.T, out=_empty(xp, (H4, hx.shape[0]), dt))
+            if needs_w[0]:
+                g_ih = xp.empty((H4, I), dt)
+                _swap_go(g_ih, dw[:, H:H + I], H)
+            if needs_w[1]:
+                g_hh = xp.empty((H4, H), dt)
+                _swap_go(g_hh, dw[:, :H], H)
+            if b_ih is not None:
+                if needs_w[2]:
+                    gb_ih = xp.empty(H4, dt)
+                    _swap_go(gb_ih, dw[:, H + I], H)
+                if needs_w[3]:
+                    gb_hh = xp.empty(H4, dt)
+                    _swap_go(gb_hh, dw[:, H + I], H)
+        gxT = None
+        if need_x:
+            wip = _empty(xp, (H4, I), dt)
+            _swap_go(wip, w_ih, H)
+            gxT = self._input_grad(wip, dz)
+        return gxT, g_ih, g_hh, gb_ih, gb_hh, rec, dc
+
+
+class GRULayer(_RecurrentLayer):
+    """GRU: ``n = tanh(W_in x + b_in + r*(W_hn h + b_hn))``, ``h' = (1-z)*n + z*h``."""
+
+    def _forward_direction(self, xcols, w_ih, w_hh, b_ih, b_hh, h0, c0, outs, reverse, hn,
+                           cn):
+        xp = self.xp
+        T, I, N = xcols.shape
+        H = w_hh.shape[1]
+        H2, H3, H4 = 2 * H, 3 * H, 4 * H
+        dt = xcols.dtype
+        bias = b_ih is not None
+        K = H + I + 1 if bias else H + I
+        # Per step rows: W_hn h + b_hn, then r and z (complete pre-activations, from one GEMM
+        # on [h; x_t; 1]), then n; n's input side W_in x + b_in is one batched GEMM up front.
+        # r and z rows halved: sigmoid(z) = 0.5 + 0.5*tanh(z/2) (see LSTMLayer).
+        w = _empty(xp, (H3, K), dt)
+        w[:H, :H] = w_hh[H2:]
+        w[:H, H:H + I] = 0
+        w[H:, :H] = w_hh[:H2]
+        w[H:, H:H + I] = w_ih[:H2]
+        if bias:
+            w[:H, H + I] = b_hh[H2:]
+            xp.add(b_ih[:H2], b_hh[:H2], out=w[H:, H + I])
+        w[H:] *= 0.5
+        wn = _empty(xp, (H, K - H), dt)  # [w_in | b_in]
+        wn[:, :I] = w_ih[H2:]
+        if bias:
+            wn[:, I] = b_ih[H2:]
+        order = self._order(T, reverse, False)
+        HP = self._states(T, H, N, xcols, bias, h0, order[0])
+        A = _empty(xp, (T, H4, N), dt)
+        xp.matmul(wn, HP[:, H:], out=A[:, H3:])
+        q = _empty(xp, (H, N), dt)
+        h_last = _empty(xp, (H, N), dt)
+        step = -1 if reverse else 1
+        h_prev = HP[order[0]]
+        hx = _ToColumns(xp, HP, reverse) if self.need_hx else None
+        matmul, add, sub, mul, tanh, copyto = (xp.matmul, xp.add, xp.subtract, xp.multiply,
+                                               xp.tanh, xp.copyto)
+        for t in order:
+            a = A[t]
+            matmul(w, h_prev, out=a[:H3])
+            rz = a[H:H3]
+            tanh(rz, out=rz)
+            mul(rz, 0.5, out=rz)
+            add(rz, 0.5, out=rz)
+            n = a[H3:]
+            mul(a[H:H2], a[:H], out=q)
+            add(n, q, out=n)
+            tanh(n, out=n)
+            sub(h_prev[:H], n, out=q)
+            mul(q, a[H2:H3], out=q)
+            nt = t + step
+            if 0 <= nt < T:
+                h_prev = HP[nt]
+                h = h_prev[:H]
+            else:
+                h = h_last
+            add(n, q, out=h)
+            copyto(outs[t], h.T)
+            if hx is not None:
+                hx.done(t)
+        copyto(hn, h_last.T)
+        return A, HP, None if hx is None else hx.columns, h_last
+
+    def _backward_direction(self, saved, w, gouts, ghn, gcn, reverse, needs_w, need_x):
+        xp = self.xp
+        A, HP, hx, h_last = saved
+        w_ih, w_hh, b_ih, b_hh = w
+        T = len(gouts)
+        H, N = h_last.shape
+        I = w_ih.shape[1]
+        H2, H3 = 2 * H, 3 * H
+        dt = A.dtype
+        bias = b_ih is not None
+        whp = _empty(xp, (H3, H), dt)  # w_hh in the order (n, r, z) of the grad rows
+        whp[:H] = w_hh[H2:]
+        whp[H:] = w_hh[:H2]
+        whT = whp.T
+        dh = _empty(xp, (H, N), dt)
+        dz = _empty(xp, (H, N), dt)
+        q = _empty(xp, (H, N), dt)
+        q2 = _empty(xp, (H, N), dt)
+        sd = _empty(xp, (H2, N), dt)
+        rec = _empty(xp, (H, N), dt)
+        dh_rec = ghn.T
+        matmul, add, sub, mul = xp.matmul, xp.add, xp.subtract, xp.multiply
+        # rows become the grads of (W_hn h + b_hn, r, z, n): rows :3H are the hidden side's in
+        # the order (n, r, z), rows H: the input side's in PyTorch's order (r, z, n)
+        dzs = _ToColumns(xp, A, not reverse)
+        for t in self._order(T, reverse, True):
+            a = A[t]
+            ghn_t = a[:H]
+            r = a[H:H2]
+            z = a[H2:H3]
+            n = a[H3:]
+            add(dh_rec, gouts[t].T, out=dh)
+            mul(dh, z, out=dz)  # dh*z: the direct path to h_prev
+            s = a[H:H3]
+            mul(s, s, out=sd)
+            sub(s, sd, out=sd)  # s*(1-s) for r, z
+            # z: dh * (h_prev - n) * z(1-z)
+            sub(HP[t][:H], n, out=q)
+            mul(q, dh, out=q)
+            mul(q, sd[H:], out=z)
+            # n: dh * (1 - z) * (1 - n^2)
+            mul(n, n, out=q)
+            sub(1.0, q, out=q)
+            sub(dh, dz, out=q2)
+            mul(q2, q, out=n)
+            # r: dn * ghn * r(1-r); hidden side of n: dn * r
+            mul(n, ghn_t, out=q)
+            mul(n, r, out=ghn_t)
+            mul(q, sd[:H], out=r)
+            matmul(whT, a[:H3], out=rec)
+            add(rec, dz, out=rec)
+            dh_rec = rec
+            dzs.done(t)
+        dzs = dzs.columns
+        need_w = True in needs_w
+        g_ih = g_hh = gb_ih = gb_hh = None
+        if need_w:
+            if needs_w[1]:  # rows (n, r, z) -> (r, z, n)
+                dwh = xp.matmul(dzs[:H3], hx[:H].T, out=_empty(xp, (H3, H), dt))
+                g_hh = xp.concatenate([dwh[H:], dwh[:H]])
+            if needs_w[0] or (bias and (needs_w[2] or needs_w[3])):
+                # [grad w_ih | grad b_ih], rows (r, z, n)
+                dwi = xp.matmul(dzs[H:], hx[H:].T, out=_empty(xp, (H3, hx.shape[0] - H), dt))
+                if needs_w[0]:
+                    g_ih = dwi[:, :I].copy()
+                if bias and needs_w[2]:
+                    gb_ih = dwi[:, I].copy()
+                if bias and needs_w[3]:
+                    gb_hh = xp.concatenate([dwi[:H2, I], dzs[:H].sum(axis=1)])
+        gxT = self._input_grad(w_ih, dzs[H:]) if need_x else None
+        return gxT, g_ih, g_hh, gb_ih, gb_hh, rec, None
+
+
+class RNNLayer(_RecurrentLayer):
+    """Elman RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`` (or relu with ``relu=True``)."""
+
+    def _forward_direction(self, xcols, w_ih, w_hh, b_ih, b_hh, h0, c0, outs, reverse, hn,
+                           cn):
+        xp = self.xp
+        T, I, N = xcols.shape
+        H = w_hh.shape[1]
+        dt = xcols.dtype
+        bias = b_ih is not None
+        w = _empty(xp, (H, H + I + 1 if bias else H + I), dt)  # [w_hh | w_ih | b]
+        w[:, :H] = w_hh
+        w[:, H:H + I] = w_ih
+        if bias:
+            xp.add(b_ih, b_hh, out=w[:, H + I])
+        order = self._order(T, reverse, False)
+        HP = self._states(T, H, N, xcols, bias, h0, order[0])
+        tmp = _empty(xp, (H, N), dt)
+        h_last = _empty(xp, (H, N), dt)
+        step = -1 if reverse else 1
+        h_prev = HP[order[0]]
+        hx = _ToColumns(xp, HP, reverse) if self.need_hx else None
+        matmul, copyto, tanh = xp.matmul, xp.copyto, xp.tanh
+        relu = self.relu
+        for t in order:
+            matmul(w, h_prev, out=tmp)
+            nt = t + step
+            if 0 <= nt < T:
+                h_prev = HP[nt]
+                h = h_prev[:H]
+            else:
+                h = h_last
+            if relu:
+                xp.maximum(tmp, 0.0, out=h)
+            else:
+                tanh(tmp, out=h)
+            copyto(outs[t], h.T)
+            if hx is not None:
+                hx.done(t)
+        copyto(hn, h_last.T)
+        return HP, None if hx is None else hx.columns, h_last
+
+    def _backward_direction(self, saved, w, gouts, ghn, gcn, reverse, needs_w, need_x):
+        xp = self.xp
+        HP, hx, h_last = saved
+        w_ih, w_hh, b_ih, b_hh = w
+        T = len(gouts)
+        H, N = h_last.shape
+        I = w_ih.shape[1]
+        dt = h_last.dtype
+        A = _empty(xp, (T, H, N), dt)  # gate grads
+        dh = _empty(xp, (H, N), dt)
+        q = _empty(xp, (H, N), dt)
+        pos = xp.empty((H, N), bool) if self.relu else None
+        rec = _empty(xp, (H, N), dt)
+        dh_rec = ghn.T
+        whT = w_hh.T
+        step = -1 if reverse else 1
+        matmul, add, sub, mul = xp.matmul, xp.add, xp.subtract, xp.multiply
+        dz = _ToColumns(xp, A, not reverse)
+        for t in self._order(T, reverse, True):
+            add(dh_rec, gouts[t].T, out=dh)
+            nt = t + step
+            h = HP[nt][:H] if 0 <= nt < T else h_last
+            z = A[t]
+            if pos is not None:
+                xp.greater(h, 0.0, out=pos)
+                mul(dh, pos, out=z)
+            else:
+                mul(dh, h, out=q)
+                mul(q, h, out=q)
+                sub(dh, q, out=z)  # dh * (1 - h^2)
+            matmul(whT, z, out=rec)
+            dh_rec = rec
+            dz.done(t)
+        dz = dz.columns
+        need_w = True in needs_w
+        g_ih = g_hh = gb_ih = gb_hh = None
+        if need_w:
+            dw = xp.matmul(dz, hx.T, out=_empty(xp, (H, hx.shape[0]), dt))  # [w_hh | w_ih | b]
+            if needs_w[0]:
+                g_ih = dw[:, H:H + I].copy()
+            if needs_w[1]:
+                g_hh = dw[:, :H].copy()
+            if b_ih is not None:
+                if needs_w[2]:
+                    gb_ih = dw[:, H + I].copy()
+                if needs_w[3]:
+                    gb_hh = dw[:, H + I].copy()
+        gxT = self._input_grad(w_ih, dz) if need_x else None
+        return gxT, g_ih, g_hh, gb_ih, gb_hh, rec, None
+
+
+_LAYERS = {"LSTM": LSTMLayer, "GRU": GRULayer, "RNN_TANH": RNNLayer, "RNN_RELU": RNNLayer}
+
+
+def recurrent_layer(mode: str, input: Tensor, h0, c0, weights, batch_first: bool = False,
+                    dropout: float = 0.0):
+    """Run one recurrent layer (every direction in ``weights``) over a whole sequence.
+
+    Args:
+        mode: 'LSTM', 'GRU', 'RNN_TANH' or 'RNN_RELU'.
+        input: ``(T, N, I)``, or ``(N, T, I)`` with ``batch_first``.
+        h0, c0: ``(D, N, H)`` tensors or None for zeros (``c0`` only for the LSTM).
+        weights: ``[w_ih, w_hh, b_ih, b_hh]`` per direction, ``D`` directions in order; the
+            biases may be None.
+        dropout: probability of zeroing each input element (scaled by ``1/(1-p)``).
+    Returns:
+        ``(output, h_n, c_n)``; ``c_n`` is None except for the LSTM. ``output`` has the
+        input's layout with ``D*H`` features, ``h_n``/``c_n`` are ``(D, N, H)``.
+    """
+    fn = _LAYERS[mode]
+    res = fn.apply(input, h0, c0, *weights, batch_first=batch_first, dropout=dropout,
+                   relu=mode == "RNN_RELU")
+    if mode == "LSTM":
+        return res
+    return res[0], res[1], None
+
+
+# -- cells: one time step, batch-major, one node ---------------------------------------------
+
+
+def _sigmoid_(xp, a):
+    """In-place logistic sigmoid through tanh (no overflow, one transcendental call)."""
+    xp.multiply(a, 0.5, out=a)
+    xp.tanh(a, out=a)
+    xp.multiply(a, 0.5, out=a)
+    xp.add(a, 0.5, out=a)
+    return a
+
+
+def _gates(xp, x, h, w_ih, w_hh, b_ih, b_hh):
+    g = x @ w_ih.T
+    if h is not None:
+        g += h @ w_hh.T
+    if b_ih is not None:
+        g += b_ih
+        g += b_hh
+    return g
+
+
+def _cell_weight_grads(xp, needs, x, h, gx_pre, gh_pre, w_ih, w_hh):
+    """Grads of x, h, w_ih, w_hh, b_ih, b_hh from the gate grads of each side."""
+    gx = gx_pre @ w_ih if needs[0] else None
+    gh = gh_pre @ w_hh if needs[1] and h is not None else None
+    g_ih = gx_pre.T @ x if needs[-4] else None
+    g_hh = None
+    if needs[-3]:
+        g_hh = gh_pre.T @ h if h is not None else xp.zeros(w_hh.shape, w_hh.dtype)
+    gb_ih = gx_pre.sum(axis=0) if needs[-2] else None
+    gb_hh = gh_pre.sum(axis=0) if needs[-1] else None
+    return gx, gh, g_ih, g_hh, gb_ih, gb_hh
+
+
+class LSTMCellFn(Function):
+    def forward(self, x, h, c, w_ih, w_hh, b_ih, b_hh):
+        xp = self.xp
+        H = w_hh.shape[1]
+        a = _gates(xp, x, h, w_ih, w_hh, b_ih, b_hh)  # (N, 4H): i, f, g, o
+        _sigmoid_(xp, a[:, :2 * H])
+        xp.tanh(a[:, 2 * H:3 * H], out=a[:, 2 * H:3 * H])
+        _sigmoid_(xp, a[:, 3 * H:])
+        i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        c2 = i * g
+        if c is not None:
+            c2 += f * c
+        tc = xp.tanh(c2)
+        h2 = o * tc
+        self.x, self.h, self.c, self.a, self.tc = x, h, c, a, tc
+        self.w = (w_ih, w_hh)
+        return h2, c2
+
+    def backward(self, gh2, gc2):
+        xp = self.xp
+        a, tc, c = self.a, self.tc, self.c
+        H = tc.shape[1]
+        i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        dc = gh2 * o * (1.0 - tc * tc)
+        dc += gc2
+        dz = xp.empty_like(a)
+        dz[:, :H] = dc * g * i * (1.0 - i)
+        if c is not None:
+            dz[:, H:2 * H] = dc * c * f * (1.0 - f)
+        else:
+            dz[:, H:2 * H] = 0
+        dz[:, 2 * H:3 * H] = dc * i * (1.0 - g * g)
+        dz[:, 3 * H:] = gh2 * tc * o * (1.0 - o)
+        needs = self.needs_input_grad
+        gx, gh, g_ih, g_hh, gb_ih, gb_hh = _cell_weight_grads(
+            xp, (needs[0], needs[1]) + needs[3:], self.x, self.h, dz, dz, *self.w)
+        gc = dc * f if needs[2] else None
+        return gx, gh, gc, g_ih, g_hh, gb_ih, gb_hh
+
+
+class GRUCellFn(Function):
+    def forward(self, x, h, w_ih, w_hh, b_ih, b_hh):
+        xp = self.xp
+        H = w_hh.shape[1]
+        gi = x @ w_ih.T
+        if b_ih is not None:
+            gi += b_ih
+        if h is not None:
+            gh = h @ w_hh.T
+            if b_hh is not None:
+                gh += b_hh
+        else:
+            gh = xp.zeros(gi.shape, gi.dtype)
+            if b_hh is not None:
+                gh += b_hh
+        rz = gi[:, :2 * H] + gh[:, :2 * H]
+        _sigmoid_(xp, rz)
+        r, z = rz[:, :H], rz[:, H:]
+        n = gh[:, 2 * H:] * r
+        n += gi[:, 2 * H:]
+        xp.tanh(n, out=n)
+        h2 = (h - n) * z if h is not None else -n * z
+        h2 += n
+        self.x, self.h, self.rz, self.n, self.ghn = x, h, rz, n, gh[:, 2 * H:]
+        self.w = (w_ih, w_hh)
+        return h2
+
+    def backward(self, gh2):
+        xp = self.xp
+        rz, n, h = self.rz, self.n, self.h
+        H = n.shape[1]
+        r, z = rz[:, :H], rz[:, H:]
+        dn = gh2 * (1.0 - z) * (1.0 - n * n)
+        gxp = xp.empty((n.shape[0], 3 * H), n.dtype)
+        ghp = xp.empty_like(gxp)
+        diff = h - n if h is not None else -n
+        gxp[:, H:2 * H] = gh2 * diff * z * (1.0 - z)
+        gxp[:, :H] = dn * self.ghn * r * (1.0 - r)
+        gxp[:, 2 * H:] = dn
+        ghp[:, :2 * H] = gxp[:, :2 * H]
+        ghp[:, 2 * H:] = dn * r
+        needs = self.needs_input_grad
+        gx, gh, g_ih, g_hh, gb_ih, gb_hh = _cell_weight_grads(
+            xp, needs, self.x, h, gxp, ghp, *self.w)
+        if gh is not None:
+            gh += gh2 * z
+        return gx, gh, g_ih, g_hh, gb_ih, gb_hh
+
+
+class RNNCellFn(Function):
+    def forward(self, x, h, w_ih, w_hh, b_ih, b_hh, relu=False):
+        xp = self.xp
+        a = _gates(xp, x, h, w_ih, w_hh, b_ih, b_hh)
+        if relu:
+            xp.maximum(a, 0.0, out=a)
+        else:
+            xp.tanh(a, out=a)
+        self.x, self.h, self.y, self.relu = x, h, a, relu
+        self.w = (w_ih, w_hh)
+        return a
+
+    def backward(self, grad):
+        y = self.y
+        if self.relu:
+            dz = grad * (y > 0)
+        else:
+            dz = grad * (1.0 - y * y)
+        return _cell_weight_grads(self.xp, self.needs_input_grad, self.x, self.h, dz, dz,
+                                  *self.w)
+
+
+def lstm_cell(input: Tensor, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None):
+    """One LSTM step: ``(h', c')`` from input ``(N, I)`` and states ``(N, H)`` (None: zeros)."""
+    return LSTMCellFn.apply(input, hx, cx, w_ih, w_hh, b_ih, b_hh)
+
+
+def gru_cell(input: Tensor, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+    """One GRU step: ``h'`` from input ``(N, I)`` and state ``(N, H)`` (None: zeros)."""
+    return GRUCellFn.apply(input, hx, w_ih, w_hh, b_ih, b_hh)
+
+
+def rnn_cell(input: Tensor, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+    """One Elman RNN step: ``act(W_ih x + b_ih + W_hh h + b_hh)``."""
+    return RNNCellFn.apply(input, hx, w_ih, w_hh, b_ih, b_hh, relu=nonlinearity == "relu")

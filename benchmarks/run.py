@@ -67,8 +67,12 @@ def compare_grads(leaves_a, leaves_b, rtol: float = 1e-4, atol: float = 1e-5) ->
         gb = to_numpy(b.grad)
         if ga.shape != gb.shape:
             return f"leaf {i}: grad shapes differ, {ga.shape} vs {gb.shape}"
-        if not np.allclose(ga, gb, rtol=rtol, atol=atol):
-            return f"leaf {i}: max abs grad difference {float(np.max(np.abs(ga - gb))):.3g}"
+        # relative to the gradient's scale: float32 sums over tens of thousands of terms (a
+        # conv weight's gradient) differ by rounding far above any per-element atol
+        scale = float(np.max(np.abs(gb))) if gb.size else 0.0
+        diff = float(np.max(np.abs(ga - gb))) if ga.size else 0.0
+        if diff > rtol * scale + atol:
+            return f"leaf {i}: max abs grad difference {diff:.3g} (scale {scale:.3g})"
     return "ok"
 
 

@@ -288,3 +288,22 @@ def test_summary_counts_linear_connections():
     assert [r.connections for r in s.rows] == [40, 24]
     assert [r.output_shape for r in s.rows] == [(8,), (3,)]
     assert "Total params: 64" in str(s)
+
+
+def test_summary_figures_of_the_issue():
+    conv = dg.summary(nn.Conv2d(1, 6, 5), (1, 32, 32), print_result=False)
+    assert conv.total_params == 156 and conv.total_connections == 122_304
+    assert conv.rows[0].output_shape == (6, 28, 28)
+    lin = dg.summary(nn.Linear(16384, 1), (16384,), print_result=False)
+    assert lin.total_params == 16_385
+
+
+def test_summary_of_published_lenet5_matches_the_paper():
+    from deepgrad.models import LeNet5
+
+    s = dg.summary(LeNet5(), (1, 32, 32), print_result=False)
+    paper = {"c1": (156, 122_304), "s2": (12, 5_880), "c3": (1_516, 151_600),
+             "s4": (32, 2_000), "c5": (48_120, 48_120), "f6": (10_164, 10_164)}
+    got = {r.name: (r.params, r.connections) for r in s.rows if r.name in paper}
+    assert got == paper
+    assert s.trainable_params - s.rows[-1].trainable == 60_000

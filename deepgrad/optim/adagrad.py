@@ -6,7 +6,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..tensor import _make
-from .optimizer import _check_impl_flags, _check_nonneg, _ElementwiseOptimizer
+from .optimizer import l2_gradient, _check_impl_flags, _check_nonneg, _ElementwiseOptimizer
 
 _mul = np.multiply
 _add = np.add
@@ -102,16 +102,7 @@ class Adagrad(_ElementwiseOptimizer):
         weight_decay, maximize = h[3], h[4]
         c_eps, c_wd = c
         (neg_clr,) = sc
-        if weight_decay != 0:
-            _mul(a, c_wd, out=t0)
-            if maximize:
-                _sub(t0, d, out=t0)
-            else:
-                _add(d, t0, out=t0)
-            d = t0
-        elif maximize:
-            np.negative(d, out=t0)
-            d = t0
+        d = l2_gradient(a, d, weight_decay, c_wd, maximize, t0)
         # s = s + d * d;  p = p - clr * d / (sqrt(s) + eps)
         s = bufs[0]
         _mul(d, d, out=t1)

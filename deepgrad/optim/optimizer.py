@@ -697,3 +697,20 @@ class _ElementwiseOptimizer(Optimizer):
         views = tuple(pool[i * n:(i + 1) * n].reshape(shape) for i in range(_N_SCRATCH))
         self._scratch_views[key] = views
         return views
+
+
+def l2_gradient(param, grad, weight_decay: float, coef, maximize: bool, out):
+    """The gradient an update follows: ``grad + weight_decay * param`` (L2 decay), negated when
+    maximizing; written into ``out`` when it differs from ``grad``, which is left untouched.
+    ``coef`` is ``weight_decay`` already cast to the parameter's dtype."""
+    if weight_decay != 0:
+        np.multiply(param, coef, out=out)
+        if maximize:
+            np.subtract(out, grad, out=out)
+        else:
+            np.add(grad, out, out=out)
+        return out
+    if maximize:
+        np.negative(grad, out=out)
+        return out
+    return grad

@@ -5,7 +5,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .optimizer import _check_impl_flags, _check_nonneg, _ElementwiseOptimizer
+from .optimizer import l2_gradient, _check_impl_flags, _check_nonneg, _ElementwiseOptimizer
 
 _mul = np.multiply
 _add = np.add
@@ -90,16 +90,7 @@ class RMSprop(_ElementwiseOptimizer):
     def _update(self, a, d, bufs, h, c, sc, t0, t1, fresh) -> None:
         _, alpha, _, weight_decay, momentum, centered, maximize = h
         neg_lr, c_alpha, c_w, c_lerp, c_eps, c_wd, c_mom = c
-        if weight_decay != 0:
-            _mul(a, c_wd, out=t0)
-            if maximize:
-                _sub(t0, d, out=t0)
-            else:
-                _add(d, t0, out=t0)
-            d = t0
-        elif maximize:
-            np.negative(d, out=t0)
-            d = t0
+        d = l2_gradient(a, d, weight_decay, c_wd, maximize, t0)
         # v = alpha * v + (1 - alpha) * d * d
         v = bufs[0]
         _mul(v, c_alpha, out=v)

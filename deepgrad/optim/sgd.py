@@ -5,7 +5,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .optimizer import _check_impl_flags, _check_nonneg, _check_real, _ElementwiseOptimizer
+from .optimizer import l2_gradient, _check_impl_flags, _check_nonneg, _check_real, _ElementwiseOptimizer
 
 _mul = np.multiply
 _add = np.add
@@ -83,16 +83,7 @@ class SGD(_ElementwiseOptimizer):
     def _update(self, a, d, bufs, h, c, sc, t0, t1, fresh) -> None:
         _, momentum, dampening, weight_decay, nesterov, maximize = h
         neg_lr, wd, mom, damp = c
-        if weight_decay != 0:
-            _mul(a, wd, out=t0)
-            if maximize:
-                _sub(t0, d, out=t0)
-            else:
-                _add(d, t0, out=t0)
-            d = t0
-        elif maximize:
-            np.negative(d, out=t0)
-            d = t0
+        d = l2_gradient(a, d, weight_decay, wd, maximize, t0)
         if momentum != 0:
             b = bufs[0]
             if fresh:

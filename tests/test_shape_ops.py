@@ -153,6 +153,13 @@ PAD_CASES = [
     Case("pad-replicate-2d", lambda m, a: pad(m, a, (1, 2, 1, 0), mode="replicate"),
          ((1, 2, 3, 4),)),
     Case("pad-replicate-wide", lambda m, a: pad(m, a, (3, 3), mode="replicate"), ((1, 2, 2),)),
+    Case("pad-circular-1d", lambda m, a: pad(m, a, (2, 1), mode="circular"), ((2, 3, 4),)),
+    Case("pad-circular-2d", lambda m, a: pad(m, a, (1, 2, 2, 0), mode="circular"),
+         ((1, 2, 3, 4),)),
+    Case("pad-circular-full-width", lambda m, a: pad(m, a, (3, 3), mode="circular"),
+         ((1, 2, 3),)),
+    Case("pad-circular-3d", lambda m, a: pad(m, a, (1, 0, 0, 1, 1, 1), mode="circular"),
+         ((1, 1, 2, 3, 2),)),
 ]
 
 CASES = RESHAPE_CASES + INDEX_CASES + CAT_CASES + PAD_CASES
@@ -241,3 +248,21 @@ def test_shape_ops_keep_dtype():
     for out in outs:
         assert out.dtype == dg.float32
     assert dg.arange(6).reshape(2, 3)[1].dtype == dg.int64
+
+
+@pytest.mark.parametrize("pad_arg,mode,message", [
+    ((1, 1), "wrap", r"pad: mode must be one of \('constant', 'reflect', 'replicate', 'circular'\)"),
+    ((3, 0), "reflect", r"reflect padding must be smaller than the padded dim; got \(3, 0\)"),
+    ((0, 4), "circular", r"circular padding must be at most the padded dim; got \(0, 4\)"),
+    ((-1, 0), "constant", r"negative padding"),
+])
+def test_pad_errors_name_the_mode_and_shape(pad_arg, mode, message):
+    x = dg.zeros(2, 3)
+    with pytest.raises(ValueError, match=message):
+        dg.pad(x, pad_arg, mode=mode)
+
+
+def test_pad_circular_wraps_values():
+    x = dg.tensor(np.arange(4.0))
+    np.testing.assert_array_equal(dg.pad(x, (2, 1), mode="circular").numpy(),
+                                  [2.0, 3.0, 0.0, 1.0, 2.0, 3.0, 0.0])

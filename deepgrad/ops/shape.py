@@ -416,6 +416,22 @@ def unbind(input, dim: int = 0):
 # -- padding ------------------------------------------------------------------------------
 
 
+# np.pad's names for torch's padding modes
+_NP_PAD_MODE = {"constant": "constant", "reflect": "reflect", "replicate": "edge",
+                "circular": "wrap"}
+PAD_MODES = tuple(_NP_PAD_MODE)
+
+
+def _source_index(i: int, n: int, mode: str) -> int:
+    """The index, in a dim of size n, that padded position i (0 = first input element) copies."""
+    if mode == "reflect":
+        i = builtins.abs(i)
+        return 2 * (n - 1) - i if i > n - 1 else i
+    if mode == "replicate":
+        return builtins.min(builtins.max(i, 0), n - 1)
+    return i % n  # circular
+
+
 class Pad(Function):
     saves_inputs = False
 
@@ -425,38 +441,57 @@ class Pad(Function):
         self.mode = mode
         if mode == "constant":
             return np.pad(x, widths, mode="constant", constant_values=value)
-        return np.pad(x, widths, mode="reflect" if mode == "reflect" else "edge")
+        return np.pad(x, widths, mode=_NP_PAD_MODE[mode])
 
     def backward(self, grad):
-        inner = tuple(slice(lo, lo + n) for (lo, _), n in zip(self.widths, self.shape))
         if self.mode == "constant":
+            inner = tuple(slice(lo, lo + n) for (lo, _), n in zip(self.widths, self.shape))
             return grad[inner], None, None, None
-        # reflect / replicate: each output position reads one input position per axis, so
-        # the gradient is an index-add of the output gradient along each padded axis
+        # Every padded position copies one input position per axis, so, axis by axis, the
+        # gradient of the inner block plus each margin column added onto the column it copied.
+        # Margins are a few columns wide: a loop over them beats a scatter (np.add.at).
         g = grad
         for axis, ((lo, hi), n) in enumerate(zip(self.widths, self.shape)):
             if lo == 0 and hi == 0:
                 continue
-            src = np.arange(-lo, n + hi)
-            if self.mode == "reflect":
-                src = np.abs(src)
-                src = np.where(src > n - 1, 2 * (n - 1) - src, src)
-            else:
-                src = np.clip(src, 0, n - 1)
-            out_shape = list(g.shape)
-            out_shape[axis] = n
-            acc = np.zeros(out_shape, g.dtype)
-            index = (slice(None),) * axis + (src,)
-            np.add.at(acc, index, g)
-            g = acc
+            gm = np.moveaxis(g, axis, -1)
+            acc = gm[..., lo:lo + n].copy()
+            for k in (*range(lo), *range(lo + n, lo + n + hi)):
+                acc[..., _source_index(k - lo, n, self.mode)] += gm[..., k]
+            g = np.moveaxis(acc, -1, axis)
         return g, None, None, None
+
+
+def pad_widths(input, widths, mode: str = "constant", value: float = 0.0, op: str = "pad"):
+    """Pad ``input`` by ``widths``, one ``(before, after)`` pair per dim (``np.pad``'s form).
+
+    The checked entry point shared by ``pad`` and the layers with a ``padding_mode``.
+    """
+    if mode not in _NP_PAD_MODE:
+        raise ValueError(f"{op}: mode must be one of {PAD_MODES}, got {mode!r}")
+    for (lo, hi), n in zip(widths, input.shape):
+        if lo < 0 or hi < 0:
+            raise ValueError(f"{op}: negative padding {widths} is not supported; slice instead")
+        if not (lo or hi) or mode == "constant":
+            continue
+        if mode == "reflect" and (lo >= n or hi >= n):
+            raise ValueError(
+                f"{op}: reflect padding must be smaller than the padded dim; got "
+                f"{(lo, hi)} for a dim of size {n} in input of shape {input.shape}")
+        if mode == "replicate" and n == 0:
+            raise ValueError(f"{op}: can't replicate-pad an empty dim of {input.shape}")
+        if mode == "circular" and (lo > n or hi > n):
+            raise ValueError(
+                f"{op}: circular padding must be at most the padded dim; got {(lo, hi)} for "
+                f"a dim of size {n} in input of shape {input.shape}")
+    return Pad.apply(input, tuple(widths), mode, value)
 
 
 def pad(input, pad, mode: str = "constant", value: float = 0.0):
     """Pad the last ``len(pad) // 2`` dims: ``pad = (left_last, right_last, left_prev, ...)``.
 
     Modes as in ``torch.nn.functional.pad``: 'constant' (with ``value``), 'reflect',
-    'replicate'.
+    'replicate', 'circular'.
     """
     pad = tuple(builtins.int(p) for p in pad)
     nd = input.data.ndim
@@ -464,18 +499,9 @@ def pad(input, pad, mode: str = "constant", value: float = 0.0):
         raise ValueError(
             f"pad: padding {pad} must have an even length of at most 2 * ndim = {2 * nd} "
             f"for input of shape {input.shape}")
-    if mode not in ("constant", "reflect", "replicate"):
-        raise ValueError(f"pad: mode must be 'constant', 'reflect' or 'replicate', got {mode!r}")
     if builtins.any(p < 0 for p in pad):
         raise ValueError(f"pad: negative padding {pad} is not supported; slice instead")
     widths = [(0, 0)] * nd
     for i in range(len(pad) // 2):
         widths[nd - 1 - i] = (pad[2 * i], pad[2 * i + 1])
-    for (lo, hi), n in zip(widths, input.shape):
-        if mode == "reflect" and (lo >= n or hi >= n) and (lo or hi):
-            raise ValueError(
-                f"pad: reflect padding {pad} must be smaller than the padded dims of "
-                f"{input.shape}")
-        if mode == "replicate" and n == 0 and (lo or hi):
-            raise ValueError(f"pad: can't replicate-pad an empty dim of {input.shape}")
-    return Pad.apply(input, tuple(widths), mode, value)
+    return pad_widths(input, widths, mode, value)

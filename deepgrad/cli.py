@@ -160,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help=f"one of: {', '.join(available())}")
     p.add_argument("--quick", action="store_true", help="a reduced run of under a minute")
     p.add_argument("--out", default=None, metavar="DIR", help="where to write the report")
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="feature-maps only: the LeNet-5 to draw, a lenet5.safetensors written "
+                        "by 'deepgrad reproduce lenet5' or a checkpoint of 'deepgrad train "
+                        "lenet5' (or a folder holding one); default: "
+                        "docs/reproductions/lenet5/lenet5.safetensors for a full run, a "
+                        "LeNet-5 trained on the spot for --quick")
     return parser
 
 
@@ -297,8 +303,11 @@ def _cmd_reproduce(args) -> int:
     if args.name not in reproduce.available():
         raise CLIError(f"unknown reproduction {args.name!r}; choose one of: "
                        f"{', '.join(reproduce.available())}", EXIT_USAGE)
+    if args.checkpoint is not None and "checkpoint" not in reproduce.options(args.name):
+        raise CLIError(f"--checkpoint applies to feature-maps only, not to {args.name}",
+                       EXIT_USAGE)
     out = args.out or reproduce.default_out(args.name, args.quick)
-    report = reproduce.run(args.name, quick=args.quick, out_dir=out)
+    report = reproduce.run(args.name, quick=args.quick, out_dir=out, checkpoint=args.checkpoint)
     for finding in report.findings:
         print(f"- {finding}")
     print(f"report: {os.path.join(out, 'report.md')} ({report.seconds:.0f} s)")

@@ -44,12 +44,27 @@ def default_out(name: str, quick: bool) -> str:
         os.path.join("docs", "reproductions", name)
 
 
-def run(name: str, quick: bool = False, out_dir: str | None = None) -> Report:
-    """Run one reproduction and write its report and figures to ``out_dir``."""
+def options(name: str) -> tuple:
+    """The extra keyword arguments the reproduction ``name`` takes (e.g. feature-maps'
+    ``checkpoint``)."""
+    return tuple(getattr(load(name), "OPTIONS", ()))
+
+
+def run(name: str, quick: bool = False, out_dir: str | None = None, **kwargs) -> Report:
+    """Run one reproduction and write its report and figures to ``out_dir``.
+
+    ``kwargs`` are the reproduction's own options (``options(name)``); ``None`` values are
+    dropped, so a command line can pass every option it knows."""
     module = load(name)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    unknown = sorted(set(kwargs) - set(options(name)))
+    if unknown:
+        takes = ", ".join(options(name)) or "none"
+        raise ValueError(f"reproduce {name}: unknown option(s) {', '.join(unknown)}; "
+                         f"it takes: {takes}")
     out_dir = out_dir or default_out(name, quick)
     start = time.perf_counter()
-    report = module.run(out_dir, quick)
+    report = module.run(out_dir, quick, **kwargs)
     report.quick = quick
     report.seconds = time.perf_counter() - start
     report.write(out_dir)

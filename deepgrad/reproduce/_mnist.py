@@ -7,18 +7,12 @@ a reproduction keeps only what its report needs.
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
 from ..train.loop import Callback
 from .report import log
-
-# where `deepgrad reproduce lenet5` keeps the trained network that feature-maps reuses
-CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "docs", "reproductions", "lenet5", "lenet5.safetensors")
-
 
 def dataset_name(quick: bool) -> str:
     """The embedded 6,000 + 1,000 digit sample for quick runs, full MNIST otherwise."""

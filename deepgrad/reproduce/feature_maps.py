@@ -6,9 +6,14 @@ and more numerous, until C5 and F6 hold single units and the output layer a scor
 This draws each layer's maps for one digit, as LeCun et al. (1998) and the Nature review
 (Fig. 2) do, and the six learned 5x5 kernels of C1.
 
-The network is the one ``deepgrad reproduce lenet5`` trains and keeps in
-``docs/reproductions/lenet5/lenet5.safetensors``; without that file (and always in the quick
-run) a LeNet-5 is trained briefly here.
+The network drawn is, in order of preference: the file given as ``checkpoint``
+(``deepgrad reproduce feature-maps --checkpoint PATH``: a ``lenet5.safetensors`` written by
+``deepgrad reproduce lenet5``, a checkpoint of ``deepgrad train lenet5``, or a folder holding
+one); else, in a full run, the network ``deepgrad reproduce lenet5`` kept in its report folder
+``docs/reproductions/lenet5/`` (relative to the working directory, where full runs write);
+else, in a quick run, a LeNet-5 trained here for two epochs on the embedded MNIST sample, so
+that the quick run works in a fresh clone. A full run without a trained network stops with an
+error naming the command that makes one, rather than drawing a barely trained network.
 """
 from __future__ import annotations
 
@@ -30,24 +35,98 @@ PAPER_FIGURE = "LeCun et al. 1998, Fig. 13 (LeNet-5's layer outputs); Nature 201
 MAIN_FIGURE = "feature_maps.png"
 KERNELS_FIGURE = "c1_kernels.png"
 
+OPTIONS = ("checkpoint",)  # `deepgrad reproduce feature-maps --checkpoint PATH`
 DIGIT_INDEX = 0       # the test digit drawn: the first of the test set
-BRIEF_EPOCHS = {True: 2, False: 2}  # training when there is no checkpoint (quick, full)
+BRIEF_EPOCHS = 2      # the quick run's own training, on the embedded sample
 LAYERS = ("c1", "s2", "c3", "s4", "c5", "f6", "output")
 AMPLITUDE = 1.7159    # the range of the scaled tanh, +-1.7159
 
 
-def _model(quick: bool):
-    """The trained LeNet-5, its test error and a sentence saying where it came from."""
-    from . import lenet5
-    from ._mnist import CHECKPOINT, load_lenet5, train
+def default_checkpoint() -> str:
+    """Where a full run looks for the network: the file ``deepgrad reproduce lenet5`` writes
+    into its default report folder, relative to the working directory."""
+    from . import default_out, lenet5
 
-    if not quick and os.path.exists(CHECKPOINT):
-        model, meta = load_lenet5(CHECKPOINT)
-        return model, (f"the LeNet-5 trained by `deepgrad reproduce lenet5` "
-                       f"({meta.get('epochs')} epochs on {meta.get('dataset')}"
-                       f"{', with distortions' if meta.get('distort') else ''}), loaded from "
-                       f"docs/reproductions/lenet5/{os.path.basename(CHECKPOINT)}")
-    epochs = BRIEF_EPOCHS[quick]
+    return os.path.join(default_out("lenet5", quick=False), lenet5.CHECKPOINT_NAME)
+
+
+def _resolve(path: str) -> str:
+    """``path`` itself if it is a file; in a folder, the first of lenet5.safetensors (from
+    ``deepgrad reproduce lenet5``), best.safetensors and last.safetensors (from ``deepgrad
+    train lenet5``)."""
+    from . import lenet5
+
+    if os.path.isdir(path):
+        for name in (lenet5.CHECKPOINT_NAME, "best.safetensors", "last.safetensors"):
+            candidate = os.path.join(path, name)
+            if os.path.isfile(candidate):
+                return candidate
+        raise FileNotFoundError(
+            f"feature-maps: the folder {path} holds no {lenet5.CHECKPOINT_NAME} (written by "
+            f"'deepgrad reproduce lenet5') nor best.safetensors / last.safetensors (written by "
+            f"'deepgrad train lenet5'); pass one of those files with --checkpoint")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"feature-maps: checkpoint {path} not found; pass --checkpoint a lenet5.safetensors "
+            f"written by 'deepgrad reproduce lenet5' or a checkpoint of 'deepgrad train lenet5'")
+    return path
+
+
+def load_network(path: str):
+    """The LeNet-5 saved at ``path`` (see ``_resolve``) and a phrase saying what it is.
+
+    Reads both the file of ``deepgrad reproduce lenet5`` (weights plus metadata) and a
+    training checkpoint of ``deepgrad train lenet5`` (weights plus its ``TrainConfig``)."""
+    from ..io import load
+    from ._mnist import load_lenet5
+
+    path = _resolve(path)
+    state = load(path)
+    if isinstance(state, dict) and isinstance(state.get("config"), dict):
+        from ..train import load_checkpoint
+        from ..train.loop import saved_config
+
+        config = saved_config(path)
+        if config.model != "lenet5":
+            raise ValueError(
+                f"feature-maps: {path} is a checkpoint of model {config.model!r}; feature-maps "
+                f"draws the layers of 'lenet5' (train one with 'deepgrad train lenet5')")
+        model, config, _ = load_checkpoint(path)
+        done = state.get("epoch", config.epochs)
+        return model, (f"a LeNet-5 trained by `deepgrad train lenet5` ({done} epochs on "
+                       f"{config.dataset}{', with distortions' if config.distort else ''}), "
+                       f"loaded from {path}")
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(
+            f"feature-maps: {path} holds no LeNet-5 weights; expected a lenet5.safetensors "
+            f"written by 'deepgrad reproduce lenet5' or a checkpoint of 'deepgrad train lenet5'")
+    try:
+        model, meta = load_lenet5(path)
+    except (RuntimeError, KeyError) as e:
+        raise ValueError(f"feature-maps: {path} does not hold LeNet-5 weights ({e})") from None
+    return model, (f"the LeNet-5 trained by `deepgrad reproduce lenet5` "
+                   f"({meta.get('epochs')} epochs on {meta.get('dataset')}"
+                   f"{', with distortions' if meta.get('distort') else ''}), loaded from "
+                   f"{path}")
+
+
+def _model(quick: bool, checkpoint: str | None):
+    """The trained LeNet-5 and a sentence saying where it came from."""
+    from . import lenet5
+    from ._mnist import train
+
+    if checkpoint is not None:
+        return load_network(checkpoint)
+    if not quick:
+        path = default_checkpoint()
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"feature-maps: no trained LeNet-5 at {path}; run 'deepgrad reproduce lenet5' "
+                f"first from this folder (it writes that file), or pass --checkpoint PATH (a "
+                f"lenet5.safetensors of 'deepgrad reproduce lenet5 --out DIR' or a checkpoint "
+                f"of 'deepgrad train lenet5'), or use --quick to train a small LeNet-5 here")
+        return load_network(path)
+    epochs = BRIEF_EPOCHS
     cfg = lenet5.config(quick, distort=False, epochs=epochs)
     log(f"feature-maps: no checkpoint used; training LeNet-5 for {epochs} epochs on "
         f"{cfg.dataset}")
@@ -135,12 +214,14 @@ def _draw_kernels(weight: np.ndarray, bias: np.ndarray, out_dir: str) -> None:
     plt.close(fig)
 
 
-def run(out_dir: str, quick: bool) -> Report:
+def run(out_dir: str, quick: bool, checkpoint: str | None = None) -> Report:
+    """Draw the layers of a LeNet-5: the one in ``checkpoint`` if given, else (full run) the
+    one ``deepgrad reproduce lenet5`` wrote, else (quick run) one trained here."""
     import deepgrad as dg
     from ..train.pipeline import input_transform
     from ._mnist import dataset_name, digits, predict
 
-    model, origin = _model(quick)
+    model, origin = _model(quick, checkpoint)
     model.eval()
     dataset = dataset_name(quick)
     x_test, y_test = digits(dataset, False)
@@ -203,4 +284,5 @@ def run(out_dir: str, quick: bool) -> Report:
         findings=findings,
         results={"shapes": shapes, "label": label, "predicted": predicted,
                  "probability": float(probs[predicted]), "test_error": test_error,
-                 "c1_kernels_shape": tuple(weight.shape), "from_checkpoint": "loaded" in origin})
+                 "c1_kernels_shape": tuple(weight.shape), "from_checkpoint": "loaded" in origin,
+                 "origin": origin})

@@ -3,7 +3,8 @@
 #
 #   make demo    install deepgrad, run the demo
 #   make test    install deepgrad with the test extras and the PyTorch oracle, run pytest
-#   make bench   install like test, run benchmarks/run.py (ARGS=--quick for a short run)
+#   make bench   install like test, run benchmarks/run.py (ARGS=--quick: under a minute;
+#                ARGS=--readme: also put the table into README.md)
 #   make clean   remove .venv and build/test leftovers
 
 PYTHON ?= python3

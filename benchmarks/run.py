@@ -346,8 +346,7 @@ def machine_line(record: dict) -> str:
 
 def markdown(rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
-    lines += ["| " + " | ".join(cell.replace("<=", "&le;") for cell in row) + " |"
-              for row in rows[1:]]
+    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
     return "\n".join(lines)
 
 
@@ -539,11 +538,12 @@ def render_saved(args: argparse.Namespace) -> int:
         print(f"run.py: cannot read the record {args.from_json}: {exc}", file=sys.stderr)
         return 2
     if record.get("schema", 1) < SCHEMA:
-        # schema 1 rows have no unit, target or roofline: show them in microseconds
+        # schema 1 rows have no unit, target or roofline: pick the unit from the time
         for r in record.get("results", []):
-            r.setdefault("unit", "us")
-    print(machine_line(record))
-    print()
+            r.setdefault("unit", auto_unit(r.get("deepgrad") or r.get("torch")))
+    if not args.markdown:  # the Markdown report starts with it
+        print(machine_line(record))
+        print()
     print(report(record, as_markdown=args.markdown))
     if args.readme:
         update_readme(args.readme_path, record)

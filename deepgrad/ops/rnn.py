@@ -119,6 +119,62 @@ def _swap_go(dst, src, H: int) -> None:
     dst[3 * H:] = src[2 * H:3 * H]
 
 
+def _flush_spec(dt: np.dtype):
+    """``(int dtype, exponent mask, offset, sign shift)`` for :class:`_Flush`, or None."""
+    if dt not in (np.float32, np.float64):
+        return None
+    fi = np.finfo(dt)
+    bits = 8 * fi.dtype.itemsize
+    nmant = fi.nmant  # 23 or 52
+    it = np.dtype(f"int{bits}").type
+    exp_mask = ((1 << (bits - 1)) - 1) ^ ((1 << nmant) - 1)
+    # (e + offset) overflows to negative exactly when the biased exponent e >= nmant + 1,
+    # i.e. |x| >= 2**(nmant + 1 - bias) = tiny / eps
+    offset = (1 << (bits - 1)) - ((nmant + 1) << nmant)
+    return it, it(exp_mask), it(offset), it(bits - 1)
+
+
+class _Flush:
+    """Sets the entries of a carried gradient below ``tiny / eps`` in magnitude to zero, in
+    place, with four integer ops.
+
+    Backpropagation through many steps shrinks the carried gradients geometrically. Once they
+    near the subnormal range (below ``finfo.tiny``), the products formed from them in a step
+    (gate derivatives, the GEMM with W_hh, the weight-grad GEMM) land in it, and every op that
+    makes a subnormal takes the CPU's slow microcode path: backward ran 2-5x slower. Flushing
+    only values already below ``tiny`` does not prevent that (measured: little gain), so the
+    cut is at ``tiny / eps`` (2**-103, about 1e-31, for float32; 2**-970 for float64): such a
+    value is below ``eps`` times the smallest normal number, its products reach the subnormal
+    range within a step or two, and it can change no weight of normal size. Gradients of
+    normal scale are untouched; the flushed entries are at most ``tiny / eps`` in magnitude.
+
+    The test is on the bit pattern (integer ops never take the slow path): with ``e`` the
+    exponent field, ``(e + offset) >> sign`` is 0 for a small exponent and all ones otherwise
+    (the add wraps to negative), a mask for the bits. Infinities and NaNs pass unchanged.
+    """
+
+    def __init__(self, xp, x) -> None:
+        spec = _flush_spec(x.dtype)
+        self.bits = None
+        if spec is None or not x.flags.c_contiguous:
+            return
+        self.xp = xp
+        self.bits = x.view(spec[0])
+        self.tmp = _empty(xp, x.shape, spec[0])
+        self.consts = spec[1:]
+
+    def __call__(self) -> None:
+        bits = self.bits
+        if bits is None:
+            return
+        tmp = self.tmp
+        exp_mask, offset, sign = self.consts
+        xp = self.xp
+        xp.bitwise_and(bits, exp_mask, out=tmp)
+        xp.add(tmp, offset, out=tmp)
+        xp.right_shift(tmp, sign, out=tmp)
+        xp.bitwise_and(bits, tmp, out=bits)
+
 class _ToColumns:
     """Copies the blocks of a ``(T, rows, N)`` store into ``(rows, T*N)`` columns a few time
     steps at a time, while the blocks just computed are still in cache."""
@@ -400,8 +456,10 @@ class LSTMLayer(_RecurrentLayer):
         q = _empty(xp, (H, N), dt)
         q2 = _empty(xp, (H2, N), dt)
         sd = _empty(xp, (H3, N), dt)
-        rec = _empty(xp, (H, N), dt)
-        dc = self._initial(gcn, _empty(xp, (H, N), dt))
+        carry = _empty(xp, (H2, N), dt)  # the carried grads of h and c, flushed together
+        rec = carry[:H]
+        dc = self._initial(gcn, carry[H:])
+        flush = _Flush(xp, carry)
         dh_rec = ghn.T
         step = -1 if reverse else 1
         matmul, add, sub, mul = xp.matmul, xp.add, xp.subtract, xp.multiply
@@ -434,6 +492,7 @@ class LSTMLayer(_RecurrentLayer):
             mul(dc, a[H:H2], out=dc)
             mul(q2, sd[:H2], out=a[:H2])  # i, f
             matmul(whT, a, out=rec)
+            flush()
             dh_rec = rec
             dz.done(t)
         dz = dz.columns
@@ -548,6 +607,7 @@ class GRULayer(_RecurrentLayer):
         q2 = _empty(xp, (H, N), dt)
         sd = _empty(xp, (H2, N), dt)
         rec = _empty(xp, (H, N), dt)
+        flush = _Flush(xp, rec)
         dh_rec = ghn.T
         matmul, add, sub, mul = xp.matmul, xp.add, xp.subtract, xp.multiply
         # rows become the grads of (W_hn h + b_hn, r, z, n): rows :3H are the hidden side's in
@@ -579,6 +639,7 @@ class GRULayer(_RecurrentLayer):
             mul(q, sd[:H], out=r)
             matmul(whT, a[:H3], out=rec)
             add(rec, dz, out=rec)
+            flush()
             dh_rec = rec
             dzs.done(t)
         dzs = dzs.columns
@@ -656,6 +717,7 @@ class RNNLayer(_RecurrentLayer):
         q = _empty(xp, (H, N), dt)
         pos = xp.empty((H, N), bool) if self.relu else None
         rec = _empty(xp, (H, N), dt)
+        flush = _Flush(xp, rec)
         dh_rec = ghn.T
         whT = w_hh.T
         step = -1 if reverse else 1
@@ -674,6 +736,7 @@ class RNNLayer(_RecurrentLayer):
                 mul(q, h, out=q)
                 sub(dh, q, out=z)  # dh * (1 - h^2)
             matmul(whT, z, out=rec)
+            flush()
             dh_rec = rec
             dz.done(t)
         dz = dz.columns

@@ -592,3 +592,67 @@ def test_long_sequence_matches_torch(kind):
     d_params = dict(m.named_parameters())
     for name, p in tm.named_parameters():
         _close(d_params[name].grad.numpy(), p.grad.numpy(), np.float64, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_flush_zeroes_only_values_below_tiny_over_eps(dtype):
+    fi = np.finfo(dtype)
+    cut = fi.tiny / fi.eps
+    below = np.nextafter(dtype(cut), dtype(0))
+    x = np.array([cut, -cut, below, -below, fi.tiny, fi.tiny / 8, 1e-40 if dtype == np.float64
+                  else 0.0, 0.0, 1.0, -3.5, np.inf, -np.inf, np.nan, fi.max, 1e-20] * 3, dtype)
+    expected = np.where(np.abs(x) < cut, 0, x)
+    y = x.copy()
+    rnn_ops._Flush(np, y)()
+    np.testing.assert_array_equal(y, expected)  # NaN compares equal to NaN here
+
+
+# the sequence length per kind that brings the carried gradient at h0 below tiny/eps of float32
+# (about 1e-31) but leaves it far inside float64's normal range: checked against torch below
+_VANISHING_T = {"LSTM": 125, "GRU": 130, "RNN": 36}
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed")
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_vanishing_carried_grad_is_flushed_and_still_matches_torch(kind):
+    """Long sequence, gradient only from the last output: the carried grads shrink by orders of
+    magnitude per step. In float32 the ones below tiny/eps become exact zeros (values that
+    would be, or soon make, subnormals: 2-5x slower backward), everything else matches torch;
+    in float64 the same small grads are normal and come out as torch's."""
+    T = _VANISHING_T[kind]
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((T, 2, I))
+    states = [rng.standard_normal((1, 2, H)) for _ in range(2 if kind == "LSTM" else 1)]
+    results = {}
+    for dtype in DTYPES:
+        tm = _make(kind, torch, dtype)
+        with torch.no_grad():
+            for p in tm.parameters():
+                p.copy_(torch.linspace(-0.2, 0.2, p.numel()).reshape(p.shape).flip(0) * 0.5
+                        + 0.05 * torch.cos(torch.arange(p.numel()).reshape(p.shape) * 1.0))
+        m = _make(kind, dg, dtype)
+        _copy_weights(tm, m)
+        xs = x.astype(dtype)
+        st = [s.astype(dtype) for s in states]
+        t_out, t_leaves = _run(torch, tm, kind, xs, st)
+        d_out, d_leaves = _run(dg, m, kind, xs, st)
+        t_out[0][-1].sum().backward()
+        d_out[0][-1].sum().backward()
+        results[dtype] = (tm, m, t_leaves, d_leaves)
+    fi = np.finfo(np.float32)
+    cut = fi.tiny / fi.eps
+    # float64 (exact enough): the grads of the initial states are tiny but not zero, below the cut
+    tm, m, t_leaves, d_leaves = results[np.float64]
+    for t, d in zip(t_leaves[1:], d_leaves[1:]):
+        ref = np.abs(t.grad.numpy())
+        assert 0 < ref.max() < cut, f"test setup: |grad h0| max {ref.max()} not in (0, {cut})"
+        _close(d.grad.numpy(), t.grad.numpy(), np.float64, "float64 state grad")
+    # float32: those same grads are exactly zero, the rest as torch's
+    tm, m, t_leaves, d_leaves = results[np.float32]
+    for t, d in zip(t_leaves[1:], d_leaves[1:]):
+        assert not np.any(d.grad.numpy()), "carried grad below tiny/eps was not flushed"
+        _close(d.grad.numpy(), t.grad.numpy(), np.float32, "float32 state grad")
+    _close(d_leaves[0].grad.numpy(), t_leaves[0].grad.numpy(), np.float32, "input grad")
+    d_params = dict(m.named_parameters())
+    for name, p in tm.named_parameters():
+        _close(d_params[name].grad.numpy(), p.grad.numpy(), np.float32, name)

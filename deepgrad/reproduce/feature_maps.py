@@ -3,8 +3,9 @@
 A ConvNet's layer is a stack of feature maps, each the output of one learned feature detector
 applied at every position of the layer below. Going up, the maps get smaller (subsampling)
 and more numerous, until C5 and F6 hold single units and the output layer a score per class.
-This draws each layer's maps for one digit, as LeCun et al. (1998) and the Nature review
-(Fig. 2) do, and the six learned 5x5 kernels of C1.
+This draws each layer's maps for one digit, as the Nature review's Fig. 2 does for a ConvNet
+looking at a photograph (LeCun et al. 1998 draw LeNet-5's maps only as planes of its
+architecture, their Fig. 2), and the six learned 5x5 kernels of C1.
 
 The network drawn is, in order of preference: the file given as ``checkpoint``
 (``deepgrad reproduce feature-maps --checkpoint PATH``: a ``lenet5.safetensors`` written by
@@ -31,7 +32,8 @@ CLAIM = ("Each layer of a convolutional network is a set of feature maps, the ou
 SOURCE = ("LeCun, Bengio & Hinton, \"Deep learning\", Nature 521 (2015), Fig. 2 and section "
           "\"Convolutional neural networks\"; LeCun, Bottou, Bengio & Haffner, Proc. IEEE 86 "
           "(1998), LeNet-5")
-PAPER_FIGURE = "LeCun et al. 1998, Fig. 13 (LeNet-5's layer outputs); Nature 2015, Fig. 2"
+PAPER_FIGURE = ("Nature 2015, Fig. 2 (the outputs of every layer of a ConvNet for one image); "
+                "LeCun et al. 1998, Fig. 2 (LeNet-5's architecture, its maps as planes)")
 MAIN_FIGURE = "feature_maps.png"
 KERNELS_FIGURE = "c1_kernels.png"
 

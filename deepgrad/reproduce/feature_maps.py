@@ -253,9 +253,9 @@ def run(out_dir: str, quick: bool, checkpoint: str | None = None) -> Report:
         a = features[name].numpy()[0]
         shapes[name] = tuple(a.shape)
         maps = a.shape[0]
-        size = "x".join(str(s) for s in a.shape[1:]) if a.ndim == 3 else "1"
+        map_size = "x".join(str(s) for s in a.shape[1:]) if a.ndim == 3 else "1"
         saturated = f"{np.mean(np.abs(a) > 1.5):.1%}" if name != "output" else "-"
-        table.add(name.upper() if name != "output" else "output (logits)", maps, size,
+        table.add(name.upper() if name != "output" else "output (logits)", maps, map_size,
                   int(a.size), float(np.abs(a).mean()), saturated)
 
     n_test = len(y_test)

@@ -135,7 +135,7 @@ class CharDataset(Dataset):
             if vocab is not None and ids.size and (ids.min() < 0 or ids.max() >= len(vocab)):
                 raise ValueError(f"{name}: ids must be in [0, {len(vocab)}) for a vocabulary "
                                  f"of {len(vocab)}; got values up to {int(ids.max())}")
-        self.vocab = vocab
+        self.vocab: CharVocab | None = vocab
         self.ids = ids
         self.seq_len = seq_len
         self.stride = seq_len if stride is None else stride
@@ -193,9 +193,9 @@ def strip_gutenberg(text: str) -> str:
         start = m.end()  # the last one: old etexts repeat the licence's closing line
     if start is not None:
         text = text[start:]
-    m = _FOOTER_START.search(text)
-    if m is not None:
-        text = text[:m.start()]
+    footer = _FOOTER_START.search(text)
+    if footer is not None:
+        text = text[:footer.start()]
     text = _NOTICE.sub("", text)
     return text.strip("\n") + "\n"
 
@@ -243,7 +243,10 @@ def _read_archive(path: str) -> list:
                 if not member.isfile() or not member.name.startswith(_TEXTS):
                     continue
                 base = member.name[len(_TEXTS):]
-                raw = tar.extractfile(member).read()
+                handle = tar.extractfile(member)
+                if handle is None:
+                    continue
+                raw = handle.read()
                 if base == "metadata.txt":
                     meta = configparser.ConfigParser(interpolation=None)
                     meta.read_string(_decode(raw))
@@ -274,7 +277,7 @@ def split_documents(docs: list, val_fraction: float, seed: int) -> tuple:
         raise ValueError(f"split_documents: val_fraction must be in [0, 1); got {val_fraction!r}")
     order = np.random.default_rng(seed).permutation(len(docs))
     total = sum(len(d.text) for d in docs)
-    val = []
+    val: list = []
     size = 0
     for i in order:
         if size >= val_fraction * total or len(val) == len(docs) - 1:
@@ -333,5 +336,5 @@ class Shakespeare(CharDataset):
 
     def __repr__(self) -> str:
         return (f"Shakespeare(split={self.split!r}, works={len(self.documents)}, "
-                f"characters={len(self.ids):,}, vocab={len(self.vocab)}, "
+                f"characters={len(self.ids):,}, vocab={len(self.vocab or ())}, "
                 f"seq_len={self.seq_len}, windows={len(self)})")

@@ -6,6 +6,9 @@ import time beyond defining names.
 """
 from __future__ import annotations
 
+import sys
+import threading
+
 import numpy as np
 
 float32 = np.dtype(np.float32)
@@ -61,3 +64,96 @@ def promote_types(a: np.dtype, b: np.dtype) -> np.dtype:
 
 def dtype_name(dtype) -> str:
     return "deepgrad." + np.dtype(dtype).name
+
+
+# -- reusable arrays -----------------------------------------------------------------------
+
+
+class Workspace:
+    """Recycles large arrays across calls, keyed by (shape, dtype).
+
+    First touching a fresh array of megabytes costs a page fault per 4 KiB page (the kernel
+    zeroes each page), and the C allocator hands large blocks back to the OS when they are
+    freed, so an op that allocates its output anew on every training step can spend more time
+    faulting than computing. An array handed out here is reused only once nothing but the
+    workspace refers to it: every view of it, every Tensor wrapping it, a saved array on a graph
+    node, a ``.grad`` holds a reference, so the reference count says when its lifetime is over.
+    That makes it safe for arrays returned to the caller too. Arrays are plain ``np.empty``
+    results (``base is None``), so the engine may adopt them as ``.grad`` without a copy.
+
+    At most ``max_bytes`` are kept; beyond that, free arrays are dropped oldest first, and if
+    that is not enough the array comes from the allocator as usual.
+    """
+
+    min_bytes = 1 << 17  # smaller arrays come from the allocator's heap, without page faults
+
+    def __init__(self, max_bytes: int = 1 << 28) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self.arrays: dict = {}  # (shape, dtype) -> list of arrays, oldest first
+        self.lock = threading.Lock()
+        self.free_refs = None
+        if hasattr(sys, "getrefcount"):
+            # calibrate: the count that take() sees for an array nobody else holds
+            probe = [np.empty(1, np.uint8)]
+            for a in probe:
+                self.free_refs = sys.getrefcount(a)
+
+    def empty(self, shape: tuple, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        shape = tuple(shape)
+        n = dtype.itemsize
+        for s in shape:
+            n *= s
+        if self.free_refs is None or n < self.min_bytes:
+            return np.empty(shape, dtype)
+        key = (shape, dtype)
+        free_refs = self.free_refs
+        with self.lock:
+            stack = self.arrays.get(key)
+            if stack is not None:
+                for a in stack:
+                    if sys.getrefcount(a) <= free_refs:
+                        return a
+            a = np.empty(shape, dtype)
+            if self.nbytes + n > self.max_bytes and not self._make_room(n):
+                return a
+            if stack is None:
+                stack = self.arrays[key] = []
+            stack.append(a)
+            self.nbytes += n
+            return a
+
+    def _make_room(self, n: int) -> bool:
+        free_refs = self.free_refs
+        for key in list(self.arrays):
+            stack = self.arrays[key]
+            keep = []
+            for a in stack:
+                if self.nbytes + n > self.max_bytes and sys.getrefcount(a) <= free_refs:
+                    self.nbytes -= a.nbytes
+                else:
+                    keep.append(a)
+            if keep:
+                self.arrays[key] = keep
+            else:
+                del self.arrays[key]
+            if self.nbytes + n <= self.max_bytes:
+                return True
+        return False
+
+    def clear(self) -> None:
+        with self.lock:
+            self.arrays.clear()
+            self.nbytes = 0
+
+
+workspace = Workspace()
+
+
+def empty(shape: tuple, dtype, xp=np):
+    """An uninitialised array that may reuse the memory of an earlier one of the same shape
+    and dtype that is no longer referenced anywhere (see ``Workspace``)."""
+    if xp is not np:
+        return xp.empty(shape, dtype)
+    return workspace.empty(shape, dtype)

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .. import backend
 from ..autograd.function import Function
 from ..tensor import Tensor
 
@@ -326,7 +327,7 @@ def _grid_matmul_nt(taps: np.ndarray, gy: np.ndarray) -> np.ndarray:
 def _to_batch_first(yc: np.ndarray, b) -> np.ndarray:
     """(O, N, OH, OW) view -> new contiguous (N, O, OH, OW), adding the bias on the way."""
     o, n, oh, ow = yc.shape
-    out = np.empty((n, o, oh, ow), yc.dtype)
+    out = backend.empty((n, o, oh, ow), yc.dtype)
     if b is None:
         np.copyto(out, yc.transpose(1, 0, 2, 3))
     else:
@@ -396,6 +397,10 @@ def _crop_to_batch_first(gbuf: np.ndarray, g: _Geom, b_out) -> np.ndarray:
 # the patch gradients of the shifted-adds input gradient are materialised up to this size;
 # larger ones go through col2im
 _GCOLS_MAX_BYTES = 32 << 20
+# ... and only when outputs fill enough of the grid: the GEMM runs over every grid position,
+# so a 5x5 input to a 1x1 output (LeNet's last conv) would do 25x the work of col2im
+_ADDS_MIN_DENSITY = 0.4
+_ADDS_BLOCK_BYTES = 4 << 20
 
 
 def _conv_backward(gy: np.ndarray, w: np.ndarray, saved, g: _Geom, need_x: bool,
@@ -416,7 +421,8 @@ def _conv_backward(gy: np.ndarray, w: np.ndarray, saved, g: _Geom, need_x: bool,
     # channels. Otherwise col2im, which adds kh*kw strided slices.
     x_patches = need_x and g.grid and g.Og <= 2 * g.Cg
     x_adds = (need_x and not x_patches and stride1
-              and g.C * kk * m * gy.itemsize <= _GCOLS_MAX_BYTES)
+              and g.C * kk * m * gy.itemsize <= _GCOLS_MAX_BYTES
+              and _ADDS_MIN_DENSITY * g.Hp * g.Wp <= g.OH * g.OW)
     gyb: Any = None
     gyc: Any = None
     if g.grid or x_adds:
@@ -445,12 +451,20 @@ def _conv_backward(gy: np.ndarray, w: np.ndarray, saved, g: _Geom, need_x: bool,
                                 _scratch.get((g.G, g.Cg, m), gy.dtype))
             gx = _crop_to_batch_first(gbuf.reshape(g.C, m), g, b_out)
         elif x_adds:
-            gcols = _scratch.get((g.G, g.Cg * kk, m), gy.dtype)
-            np.matmul(w2.transpose(0, 2, 1), gyg, out=gcols)
-            gc = gcols.reshape(g.C, kk, m)
+            # one block of grid columns at a time, so the patch gradients are still in cache
+            # when the shifted adds read them
+            B = min(m, max(512, _ADDS_BLOCK_BYTES // (g.C * kk * gy.itemsize)))
+            gcols = _scratch.get((g.G, g.Cg * kk, B), gy.dtype)
             gbuf = _scratch.zeros((g.C, m + g.tail), gy.dtype)
-            for t, off in enumerate(g.offsets()):
-                gbuf[:, off:off + m] += gc[:, t]
+            wt = w2.transpose(0, 2, 1)
+            offs = g.offsets()
+            for s in range(0, m, B):
+                n = min(B, m - s)
+                gb = gcols[:, :, :n]
+                np.matmul(wt, gyg[:, :, s:s + n], out=gb)
+                gc = gb.reshape(g.C, kk, n)
+                for t, off in enumerate(offs):
+                    gbuf[:, s + off:s + off + n] += gc[:, t]
             gx = _crop_to_batch_first(gbuf, g, b_out)
             _scratch.put(gcols)
         else:
@@ -894,6 +908,20 @@ class _PoolGeom:
         return np.ascontiguousarray(a[..., self.ph:self.ph + self.H, self.pw:self.pw + self.W])
 
 
+def _tap_reduce(ufunc, taps, shape: tuple, dtype) -> np.ndarray:
+    """``ufunc`` folded over the window taps into a (reusable) array of the output shape."""
+    out = backend.empty(shape, dtype)
+    first = next(taps)
+    second = next(taps, None)
+    if second is None:
+        np.copyto(out, first)
+    else:
+        ufunc(first, second, out=out)
+        for v in taps:
+            ufunc(out, v, out=out)
+    return out
+
+
 class MaxPoolNd(Function):
     """Max pooling: a running maximum over the window taps, then the tap of each window's
     first maximum (PyTorch's tie rule), kept as a small int array for backward."""
@@ -906,10 +934,8 @@ class MaxPoolNd(Function):
         g = _PoolGeom(x4.shape[-2:], kernel, stride, padding, dilation, out)
         self.g = g
         xp = g.padded(x4, -np.inf)
-        taps = g.taps(xp)
-        m = np.array(next(taps))
-        for v in taps:
-            np.maximum(m, v, out=m)  # propagates NaN
+        # (np.maximum propagates NaN, as PyTorch's max pooling does)
+        m = _tap_reduce(np.maximum, g.taps(xp), x4.shape[:-2] + (g.OH, g.OW), x.dtype)
         y = m.reshape(m.shape[:-2] + (m.shape[-1],)) if nd == 1 else m
         if not (self.needs_input_grad[0] or return_indices):
             return y
@@ -956,12 +982,13 @@ class MaxPoolNd(Function):
         sel = np.empty(choice.shape, bool)
         if g.tiles:
             # every input element is in exactly one window: write, no zero fill, no adds
-            gx = np.empty(lead + (g.Hp, g.Wp), grad.dtype)
+            gx = backend.empty(lead + (g.Hp, g.Wp), grad.dtype)
             for t, v in enumerate(g.taps(gx)):
                 np.equal(choice, t, out=sel)
                 np.multiply(gy, sel, out=v)
         else:
-            gx = np.zeros(lead + (g.Hp, g.Wp), grad.dtype)
+            gx = backend.empty(lead + (g.Hp, g.Wp), grad.dtype)
+            gx.fill(0)
             tmp = np.empty(choice.shape, grad.dtype)
             for t, v in enumerate(g.taps(gx)):
                 np.equal(choice, t, out=sel)
@@ -1028,10 +1055,7 @@ class AvgPoolNd(Function):
             else:
                 s = x4.reshape(lead + (g.OH, g.kh, g.OW, g.kw)).sum(axis=(-3, -1))
         else:
-            taps = g.taps(xp)
-            s = np.array(next(taps))
-            for v in taps:
-                s += v
+            s = _tap_reduce(np.add, g.taps(xp), x4.shape[:-2] + (g.OH, g.OW), x.dtype)
         div = self.divisor(g, count_include_pad, divisor_override, x.dtype)
         self.div = div
         self.y4 = s.shape
@@ -1060,14 +1084,18 @@ class AvgPoolNd(Function):
 
     def backward(self, grad):
         g = self.g
-        gd = grad.reshape(self.y4) / self.div
-        lead = gd.shape[:-2]
+        gy = grad.reshape(self.y4)
+        lead = gy.shape[:-2]
+        dt = np.result_type(gy, self.div)
         if g.tiles:
-            gx = np.empty(lead + (g.OH, g.kh, g.OW, g.kw), grad.dtype)
-            gx[...] = gd[..., :, None, :, None]
-            gx = gx.reshape(lead + (g.H, g.W))
+            # each input element is in one window: divide straight into its slot, no adds
+            gx = backend.empty(lead + (g.H, g.W), dt)
+            for v in g.taps(gx):
+                np.divide(gy, self.div, out=v)
         else:
-            gx = np.zeros(lead + (g.Hp, g.Wp), grad.dtype)
+            gd = gy / self.div
+            gx = backend.empty(lead + (g.Hp, g.Wp), dt)
+            gx.fill(0)
             for v in g.taps(gx):
                 v += gd
             gx = g.unpad(gx)

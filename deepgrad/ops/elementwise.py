@@ -383,11 +383,23 @@ class Relu(Function):
     saves_output = True
 
     def forward(self, x):
-        self.y = np.maximum(x, 0)
+        if x.dtype.kind != "f":
+            self.y = np.maximum(x, 0)
+            return self.y
+        self.y = np.maximum(x, 0, out=backend.empty(x.shape, x.dtype))
         return self.y
 
     def backward(self, grad):
-        return (grad * (self.y > 0),)
+        y = self.y
+        dt = np.result_type(grad, y)
+        if dt.kind != "f":
+            return (grad * (y > 0),)
+        # the mask as 0/1 floats in the output array, then one multiply: no bool temporary
+        # (NaN > 0 is false, so a NaN output passes no gradient, as in PyTorch)
+        out = backend.empty(np.broadcast_shapes(grad.shape, y.shape), dt)
+        np.greater(y, 0, out=out)
+        np.multiply(grad, out, out=out)
+        return (out,)
 
 
 class Sigmoid(Function):
@@ -398,7 +410,7 @@ class Sigmoid(Function):
         # 1 / (1 + exp(-x)) with exp's argument capped below overflow: the capped values give
         # outputs under the smallest normal float, so the result is right and warning-free
         cap = 88.0 if x.dtype.itemsize <= 4 else 709.0
-        y = np.negative(x, out=np.empty_like(x))
+        y = np.negative(x, out=backend.empty(x.shape, x.dtype))
         np.minimum(y, cap, out=y)
         np.exp(y, out=y)
         y += 1
@@ -408,7 +420,11 @@ class Sigmoid(Function):
 
     def backward(self, grad):
         y = self.y
-        return (grad * y * (1 - y),)
+        out = backend.empty(np.broadcast_shapes(grad.shape, y.shape), np.result_type(grad, y))
+        np.subtract(1, y, out=out)
+        out *= y
+        out *= grad
+        return (out,)
 
 
 class Tanh(Function):
@@ -416,12 +432,17 @@ class Tanh(Function):
     saves_output = True
 
     def forward(self, x):
-        self.y = np.tanh(x)
+        self.y = np.tanh(x, out=backend.empty(x.shape, x.dtype))
         return self.y
 
     def backward(self, grad):
+        # in place on one array the op owns: a fresh temporary per step costs page faults
         y = self.y
-        return (grad * (1 - y * y),)
+        out = backend.empty(np.broadcast_shapes(grad.shape, y.shape), np.result_type(grad, y))
+        np.multiply(y, y, out=out)
+        np.subtract(1, out, out=out)
+        np.multiply(grad, out, out=out)
+        return (out,)
 
 
 def _unary(cls, float_only=True):

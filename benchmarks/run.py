@@ -21,6 +21,7 @@ import json
 import math
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 from types import SimpleNamespace
@@ -302,7 +303,8 @@ def summary_line(summary: dict) -> str:
     missing = summary.get("training_missing") or []
     extra = f"; missing: {', '.join(missing)}" if missing else ""
     verdict = "met" if summary["met"] else "not met"
-    return (f"Geometric mean of the training ratios ({len(names)} workloads: {', '.join(names)}"
+    count = f"{len(names)} workload{'s' if len(names) != 1 else ''}"
+    return (f"Geometric mean of the training ratios ({count}: {', '.join(names)}"
             f"{extra}): {g:.2f}, target <= {summary['target']:g}: {verdict}")
 
 
@@ -316,10 +318,13 @@ def roofline_line(roofline: dict | None, threads: int | None) -> str | None:
 
 
 def notes(results: list[dict]) -> list[str]:
-    out = []
+    # workloads sharing a data source share one line
+    by_data: dict[str, list[str]] = {}
     for r in results:
         if r.get("data"):
-            out.append(f"{r['workload']}: {r['data']}")
+            by_data.setdefault(r["data"], []).append(r["workload"])
+    out = [f"{', '.join(names)}: {data}" for data, names in by_data.items()]
+    for r in results:
         if r.get("baseline_python_rss_mb") and r["workload"] == "startup_memory":
             out.append(f"startup_memory: a bare interpreter's VmRSS is "
                        f"{r['baseline_python_rss_mb']:.1f} MB")
@@ -336,12 +341,17 @@ def machine_line(record: dict) -> str:
     git = record.get("git") or {}
     commit = (git.get("commit") or "?")[:10] + (" (dirty)" if git.get("dirty") else "")
     mode = "quick" if record.get("quick") else "full"
-    return (f"Machine: {m.get('cpu_model') or '?'}, {m.get('usable_cpus')} usable of "
-            f"{m.get('logical_cpus')} logical CPUs, {th.get('requested')} threads for NumPy's "
+    n = th.get("requested")
+    reps = sorted({r["repeats"] for r in record.get("results", []) if r.get("repeats")})
+    reps_text = "/".join(str(k) for k in reps) or "?"
+    line = (f"Machine: {m.get('cpu_model') or '?'}, {m.get('usable_cpus')} usable of "
+            f"{m.get('logical_cpus')} logical CPUs, {n} thread{'s' if n != 1 else ''} for NumPy's "
             f"{blas.get('name') or 'BLAS'} {blas.get('version') or ''} and PyTorch; deepgrad "
             f"{v.get('deepgrad')}, NumPy {v.get('numpy')}, PyTorch {v.get('torch') or '-'}, "
             f"Python {m.get('python')}; {mode} run of {record.get('created_utc')}, "
-            f"git {commit}.").replace("  ", " ")
+            f"git {commit}. Median (min-max) over {reps_text} alternating repetitions per "
+            f"library; ratio = deepgrad / PyTorch (below 1: deepgrad is faster).")
+    return line.replace("  ", " ")
 
 
 def markdown(rows: list[list[str]]) -> str:
@@ -470,19 +480,27 @@ def main(argv: list[str] | None = None) -> int:
     for w in chosen:
         print(f"running {w.NAME} ...", flush=True)
         produces = getattr(w, "PRODUCES", None)
+        t0 = time.perf_counter()
+        rows: list[dict] = []
         try:
             if produces == "rows":
-                results.extend(w.measure(ctx))
+                rows = w.measure(ctx)
             elif produces == "roofline":
                 roofline = w.measure(ctx)
+                roofline["elapsed_seconds"] = round(time.perf_counter() - t0, 2)
             else:
-                results.append(run_workload(w, libs, args.quick, args.repeats))
+                rows = [run_workload(w, libs, args.quick, args.repeats)]
         except Exception as exc:
             traceback.print_exc()
             row = workload_meta(w)
             row.update({"check": "-", "ratio": None,
                         "errors": {"run": f"{type(exc).__name__}: {exc}"}})
-            results.append(row)
+            rows = [row]
+        # wall time of the whole workload (inputs, check, calibration, repetitions), shared by
+        # the rows one module produces: what to look at when the quick run gets too long
+        for row in rows:
+            row["elapsed_seconds"] = round(time.perf_counter() - t0, 2)
+        results.extend(rows)
     elapsed = (_dt.datetime.now(_dt.timezone.utc) - started).total_seconds()
     add_roofline(results, roofline)
 

@@ -51,15 +51,20 @@ def summarize(seconds_per_call: list[float], number: int) -> dict[str, Any]:
 
 
 def measure_alternating(
-    steps: dict[str, Callable[[], object]], repeats: int, target_seconds: float
+    steps: dict[str, Callable[[], object]], repeats: int, target_seconds: float,
+    numbers: dict[str, int] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Time each library's step in alternating repetitions, in one process.
 
     Alternating (and flipping the order every repetition) spreads slow drifts of the machine,
     such as frequency changes or a noisy neighbour, over both libraries instead of one.
     The garbage collector stays on: its cost is part of what a training loop pays.
+    ``numbers`` gives calls per repetition already known (a step that alone lasts the target
+    needs no calibration); the others are calibrated.
     """
-    numbers = {name: calibrate(step, target_seconds) for name, step in steps.items()}
+    known = numbers or {}
+    numbers = {name: known.get(name) or calibrate(step, target_seconds)
+               for name, step in steps.items()}
     samples: dict[str, list[float]] = {name: [] for name in steps}
     names = list(steps)
     for rep in range(repeats):

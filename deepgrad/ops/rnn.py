@@ -131,7 +131,7 @@ def _flush_spec(dt: np.dtype):
     # (e + offset) overflows to negative exactly when the biased exponent e >= nmant + 1,
     # i.e. |x| >= 2**(nmant + 1 - bias) = tiny / eps
     offset = (1 << (bits - 1)) - ((nmant + 1) << nmant)
-    return it, it(exp_mask), it(offset), it(bits - 1)
+    return it, exp_mask, offset, bits - 1
 
 
 class _Flush:
@@ -159,9 +159,11 @@ class _Flush:
         if spec is None or not x.flags.c_contiguous:
             return
         self.xp = xp
-        self.bits = x.view(spec[0])
-        self.tmp = _empty(xp, x.shape, spec[0])
-        self.consts = spec[1:]
+        it = spec[0]
+        self.bits = x.view(it)
+        self.tmp = _empty(xp, x.shape, it)
+        # 0-d arrays: a third cheaper per call than NumPy scalars
+        self.consts = tuple(xp.asarray(c, dtype=it) for c in spec[1:])
 
     def __call__(self) -> None:
         bits = self.bits

@@ -10,7 +10,7 @@ from ._train import (POOL, TRAIN_FACTOR, batch_pool, lenet5, lenet5_forward_flop
 
 NAME = "lenet5"
 DESCRIPTION = ("LeNet-5: Conv 1-6 5x5 pad 2, tanh, AvgPool 2, Conv 6-16 5x5, tanh, AvgPool 2, "
-               "Conv 16-120 5x5, tanh, Linear 120-84, tanh, Linear 84-10; batch 64, "
+               "Conv 16-120 5x5, tanh, Flatten, Linear 120-84, tanh, Linear 84-10; batch 64, "
                "CrossEntropyLoss, SGD lr 0.01 momentum 0.9: one training step")
 UNIT = "ms"
 TARGET = 0.8

@@ -158,6 +158,33 @@ def test_conv2d_blocked_products(monkeypatch):
              rng.standard_normal(6)], np.float64)
 
 
+@pytest.mark.parametrize("block_bytes", [1, 4 << 20])
+def test_conv2d_input_grad_by_shifted_adds_in_column_blocks(monkeypatch, block_bytes):
+    # few channels, stride 1: the input gradient is a GEMM on the grid and shifted adds, one
+    # block of grid columns at a time (several blocks with the tiny block size)
+    monkeypatch.setattr(conv_ops, "_ADDS_BLOCK_BYTES", block_bytes)
+    rng = _rng(21)
+    x = rng.standard_normal((8, 3, 14, 14))
+    g = conv_ops._Geom(x.shape, (5, 3, 5, 5), (1, 1), ((0, 0), (0, 0)), (1, 1), 1)
+    assert not g.grid and g.M > 512  # 512: the smallest block
+    for kw in (dict(), dict(padding=2, dilation=(1, 2))):
+        check_against_torch(lambda m, x, w, b: _f(m).conv2d(x, w, b, **kw),
+                            [x, rng.standard_normal((5, 3, 5, 5)) * 0.3, rng.standard_normal(5)],
+                            np.float64)
+
+
+@pytest.mark.parametrize("density", [None, 0.0])
+def test_conv2d_input_grad_when_outputs_are_sparse_on_the_grid(monkeypatch, density):
+    # LeNet's last conv: a 5x5 input to a 1x1 output goes through col2im by default; the
+    # shifted adds (forced with density 0) must give the same gradients
+    if density is not None:
+        monkeypatch.setattr(conv_ops, "_ADDS_MIN_DENSITY", density)
+    rng = _rng(22)
+    check_against_torch(lambda m, x, w, b: _f(m).conv2d(x, w, b),
+                        [rng.standard_normal((4, 6, 5, 5)), rng.standard_normal((7, 6, 5, 5)),
+                         rng.standard_normal(7)], np.float64)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_conv2d_unbatched_and_1x1(dtype):
     rng = _rng(2)

@@ -177,6 +177,7 @@ class _Flush:
         xp.right_shift(tmp, sign, out=tmp)
         xp.bitwise_and(bits, tmp, out=bits)
 
+
 class _ToColumns:
     """Copies the blocks of a ``(T, rows, N)`` store into ``(rows, T*N)`` columns a few time
     steps at a time, while the blocks just computed are still in cache."""

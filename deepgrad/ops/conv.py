@@ -1054,6 +1054,16 @@ class AvgPoolNd(Function):
                 s = x4.reshape(lead + (1, 1, kk)).sum(axis=-1)
             else:
                 s = x4.reshape(lead + (g.OH, g.kh, g.OW, g.kw)).sum(axis=(-3, -1))
+        elif g.tiles:
+            # rows first: adding whole input rows runs over contiguous memory; only the
+            # kh-times smaller result is then read with the stride of the window width
+            lead = x4.shape[:-2]
+            r = x4
+            if g.kh > 1:
+                r = _tap_reduce(np.add, (x4[..., i::g.kh, :] for i in range(g.kh)),
+                                lead + (g.OH, g.W), x.dtype)
+            s = _tap_reduce(np.add, (r[..., j::g.kw] for j in range(g.kw)),
+                            lead + (g.OH, g.OW), x.dtype)
         else:
             s = _tap_reduce(np.add, g.taps(xp), x4.shape[:-2] + (g.OH, g.OW), x.dtype)
         div = self.divisor(g, count_include_pad, divisor_override, x.dtype)
@@ -1088,10 +1098,14 @@ class AvgPoolNd(Function):
         lead = gy.shape[:-2]
         dt = np.result_type(gy, self.div)
         if g.tiles:
-            # each input element is in one window: divide straight into its slot, no adds
+            # each input element is in one window: no zero fill, no adds. One input row's
+            # worth of gradients per window row, then whole rows copied kh times (contiguous)
             gx = backend.empty(lead + (g.H, g.W), dt)
-            for v in g.taps(gx):
-                np.divide(gy, self.div, out=v)
+            gh = gx if g.kh == 1 else backend.empty(lead + (g.OH, g.W), dt)
+            for j in range(g.kw):
+                np.divide(gy, self.div, out=gh[..., j::g.kw])
+            if g.kh > 1:
+                np.copyto(gx.reshape(lead + (g.OH, g.kh, g.W)), gh[..., None, :])
         else:
             gd = gy / self.div
             gx = backend.empty(lead + (g.Hp, g.Wp), dt)

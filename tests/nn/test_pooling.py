@@ -134,6 +134,18 @@ def test_avg_pool1d_matches_torch(k, s, p, ceil, cip, dtype):
     check_against_torch(lambda m, x: _f(m).avg_pool1d(x, k, s, p, ceil, cip), [x[0]], dtype)
 
 
+@pytest.mark.parametrize("k", [2, (2, 4), (3, 2), (1, 2), (2, 1), 1, (3, 4)])
+@pytest.mark.parametrize("div", [None, 3])
+def test_avg_pool_windows_that_tile_the_input(k, div):
+    # kernel = stride and dividing the input: rows added first, gradients written per slot
+    x = np.random.default_rng(6).standard_normal((2, 3, 6, 8))
+    for dtype in DTYPES:
+        check_against_torch(lambda m, x: _f(m).avg_pool2d(x, k, divisor_override=div), [x],
+                            dtype)
+    check_against_torch(lambda m, x: _f(m).avg_pool2d(x, k), [x[0]], np.float64)
+    check_against_torch(lambda m, x: _f(m).avg_pool1d(x, 4), [x[0]], np.float32)
+
+
 def test_avg_pool_large_window_and_unbatched():
     x = np.random.default_rng(5).standard_normal((2, 4, 10, 10))
     check_against_torch(lambda m, x: _f(m).avg_pool2d(x, 5), [x], np.float64)

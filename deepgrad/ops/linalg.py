@@ -85,7 +85,11 @@ class Linear(Function):
     def forward(self, x, w, b):
         self.x = x
         self.w = w
-        y = x @ w.T
+        if x.ndim > 2:
+            # one GEMM over all leading dims: matmul on a 3-d array runs one small GEMM per row
+            y = (x.reshape(-1, x.shape[-1]) @ w.T).reshape(x.shape[:-1] + (w.shape[0],))
+        else:
+            y = x @ w.T
         if b is not None:
             y += b
         return y
@@ -93,14 +97,13 @@ class Linear(Function):
     def backward(self, grad):
         nx, nw, nb = self.needs_input_grad
         x, w = self.x, self.w
-        gx = grad @ w if nx else None
+        g2 = grad.reshape(-1, grad.shape[-1])
+        gx = (g2 @ w).reshape(x.shape) if nx else None
         gw = gb = None
-        if nw or nb:
-            g2 = grad.reshape(-1, grad.shape[-1])
-            if nw:
-                gw = g2.T @ x.reshape(-1, x.shape[-1])
-            if nb:
-                gb = g2.sum(axis=0)
+        if nw:
+            gw = g2.T @ x.reshape(-1, x.shape[-1])
+        if nb:
+            gb = g2.sum(axis=0)
         return gx, gw, gb
 
 

@@ -44,9 +44,12 @@ def build_mlp(depth: int, width: int, activation: str, batch_norm: bool = False,
     """A ``depth``-layer fully connected net 784 -> width x (depth-1) -> 10.
 
     Every hidden ``Linear`` is followed by ``BatchNorm1d`` (if ``batch_norm``) and the
-    activation. Weights: ``init`` ``'xavier'`` (Glorot & Bengio's normalised uniform init) or
-    ``'default'`` (PyTorch's U(+-1/sqrt(fan_in)), their "standard" init), times
-    ``init_scale``; biases zero. Returns ``(net, linears, activations)``.
+    activation. Weights: ``init`` ``'xavier'`` (Glorot & Bengio's normalised uniform init),
+    ``'default'`` (PyTorch's U(+-1/sqrt(fan_in)), their "standard" init), ``'kaiming'`` (He et
+    al. 2015: U(+-sqrt(6/fan_in)), variance 2/fan_in, which keeps a ReLU net's signal size from
+    layer to layer) or ``'matched'`` (``'kaiming'`` for ReLU, ``'xavier'`` for sigmoid and
+    tanh: each activation with the init derived for it), times ``init_scale``; biases zero.
+    Returns ``(net, linears, activations)``.
     """
     import deepgrad as dg
     from .. import nn
@@ -61,13 +64,18 @@ def build_mlp(depth: int, width: int, activation: str, batch_norm: bool = False,
     layers, linears, act_modules = [], [], []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         fc = nn.Linear(n_in, n_out)
-        if init == "xavier":
+        scheme = init if init != "matched" else (
+            "kaiming" if activation == "relu" else "xavier")
+        if scheme == "xavier":
             nn.init.xavier_uniform_(fc.weight, generator=gen)
-        elif init == "default":
+        elif scheme == "default":
             bound = 1 / math.sqrt(n_in)
             nn.init.uniform_(fc.weight, -bound, bound, generator=gen)
+        elif scheme == "kaiming":
+            nn.init.kaiming_uniform_(fc.weight, nonlinearity="relu", generator=gen)
         else:
-            raise ValueError(f"build_mlp: init must be 'xavier' or 'default', got {init!r}")
+            raise ValueError(f"build_mlp: init must be 'xavier', 'default', 'kaiming' or "
+                             f"'matched', got {init!r}")
         if init_scale != 1.0:
             fc.weight.data *= np.float32(init_scale)
         nn.init.zeros_(fc.bias)
@@ -168,9 +176,9 @@ def evaluate(net, x: np.ndarray, y: np.ndarray, batch: int = 2000) -> tuple:
 def train(net, linears, data: tuple, *, lr: float, steps: int, batch_size: int, seed: int,
           loss_every: int, eval_every: int, grad_every: int, grad_batches: int = 4,
           probe: PreactivationProbe | None = None, probe_every: int = 0,
-          eval_n: int | None = None, label: str = "") -> History:
-    """Plain SGD (no momentum) on cross-entropy for ``steps`` minibatches, reshuffling each
-    epoch with a Generator seeded by ``seed``.
+          eval_n: int | None = None, label: str = "", momentum: float = 0.0) -> History:
+    """SGD on cross-entropy for ``steps`` minibatches (plain unless ``momentum``), reshuffling
+    each epoch with a Generator seeded by ``seed``.
 
     Every ``grad_every`` steps (and at step 0, before any update) the per-layer weight-gradient
     norms are averaged over ``grad_batches`` fixed training batches without updating; every
@@ -185,7 +193,7 @@ def train(net, linears, data: tuple, *, lr: float, steps: int, batch_size: int, 
     rng = np.random.Generator(np.random.PCG64(seed))
     probe_rng = np.random.Generator(np.random.PCG64(10_000 + seed))
     probe_idx = probe_rng.choice(len(x_train), size=grad_batches * batch_size, replace=False)
-    opt = optim.SGD(net.parameters(), lr=lr)
+    opt = optim.SGD(net.parameters(), lr=lr, momentum=momentum)
     hist = History()
     start = time.perf_counter()
     order = rng.permutation(len(x_train))

@@ -335,6 +335,12 @@ def _to_batch_first(yc: np.ndarray, b) -> np.ndarray:
     return out
 
 
+# per-image GEMMs (see _conv_forward, _conv_backward) from this many output positions per
+# image on; below, one GEMM over all images is faster than N small ones
+_PER_IMAGE_MIN_P = 64
+_PER_IMAGE_MIN_P_W = 256
+_PER_IMAGE_MAX_BYTES = 4 << 20
+
 # im2col keeps its patch matrix for the weight gradient up to this size (larger ones are
 # rebuilt from the padded input in backward: memory over one copy)
 _KEEP_COLS_BYTES = 32 << 20
@@ -357,10 +363,20 @@ def _conv_forward(x: np.ndarray, w: np.ndarray, b, g: _Geom, keep: bool):
         return y, None
     buf = _padded_cmajor(x, g, 0)
     cols = _im2col(buf, g)
-    yc = _scratch.get((g.G, g.Og, cols.shape[-1]), x.dtype)
-    _matmul_wide(w2, cols, yc)
-    y = _to_batch_first(yc.reshape(g.O, g.N, g.OH, g.OW), b)
-    _scratch.put(yc)
+    P = g.OH * g.OW
+    if g.G == 1 and P >= _PER_IMAGE_MIN_P:
+        # one GEMM per image, batched inside NumPy, written straight into the (N, O, OH, OW)
+        # output: no channels-first result to transpose afterwards
+        y = backend.empty((g.N, g.O, g.OH, g.OW), x.dtype)
+        np.matmul(w2[0], cols[0].reshape(-1, g.N, P).transpose(1, 0, 2),
+                  out=y.reshape(g.N, g.O, P))
+        if b is not None:
+            np.add(y, b.reshape(g.O, 1, 1), out=y)
+    else:
+        yc = _scratch.get((g.G, g.Og, cols.shape[-1]), x.dtype)
+        _matmul_wide(w2, cols, yc)
+        y = _to_batch_first(yc.reshape(g.O, g.N, g.OH, g.OW), b)
+        _scratch.put(yc)
     if keep and cols.nbytes <= _KEEP_COLS_BYTES:
         _scratch.put(buf)
         return y, cols
@@ -429,13 +445,26 @@ def _conv_backward(gy: np.ndarray, w: np.ndarray, saved, g: _Geom, need_x: bool,
         lead = g.tail if x_patches else 0
         gyb = _gy_on_grid(gy, g, lead)
         gyg = gyb.reshape(g.G, g.Og, lead + m)
-    if (need_w and not g.grid) or (need_x and not (x_patches or x_adds)):
+    P = g.OH * g.OW
+    K = g.Cg * kk
+    # the weight gradient as one GEMM per image on gy as it is (no channels-first copy), the
+    # (N, K, O) partial products then summed: pays off for large images, while small
+    w_per_image = (need_w and not g.grid and g.G == 1 and P >= _PER_IMAGE_MIN_P_W
+                   and g.N * K * g.O * gy.itemsize <= _PER_IMAGE_MAX_BYTES)
+    if (need_w and not g.grid and not w_per_image) or (need_x and not (x_patches or x_adds)):
         gyc = _scratch.get((g.O, g.N, g.OH, g.OW), gy.dtype)
         np.copyto(gyc, gy.transpose(1, 0, 2, 3))
         gyc = gyc.reshape(g.G, g.Og, -1)
     if need_w:
         if g.grid:
             gw = _grid_matmul_nt(_grid_taps(saved, 0, 1, g), gyg[:, :, lead:])  # (G, K, Og)
+        elif w_per_image:
+            cols = saved if saved.ndim == 3 else _im2col(saved, g)
+            part = np.matmul(cols[0].reshape(K, g.N, P).transpose(1, 0, 2),
+                             gy.reshape(g.N, g.O, P).transpose(0, 2, 1))  # (N, K, O)
+            gw = part.sum(axis=0)[None]
+            if cols is not saved:
+                _scratch.put(cols)
         elif saved.ndim == 3:
             gw = _matmul_long_nt(saved, gyc)  # (G, K, Og)
         else:

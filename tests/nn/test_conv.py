@@ -173,6 +173,33 @@ def test_conv2d_input_grad_by_shifted_adds_in_column_blocks(monkeypatch, block_b
                             np.float64)
 
 
+@pytest.mark.parametrize("per_image", [True, False])
+@pytest.mark.parametrize("kw", [dict(padding=2), dict(stride=2, padding=1),
+                                dict(padding=(1, 3), dilation=(2, 1)), dict(groups=2)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_per_image_products(monkeypatch, per_image, kw, dtype):
+    # im2col kernel with one GEMM per image (output and weight gradient), forced on or off
+    limit = 1 if per_image else 1 << 30
+    monkeypatch.setattr(conv_ops, "_PER_IMAGE_MIN_P", limit)
+    monkeypatch.setattr(conv_ops, "_PER_IMAGE_MIN_P_W", limit)
+    rng = _rng(23)
+    arrays = [rng.standard_normal((3, 4, 9, 8)), rng.standard_normal((6, 4 // kw.get("groups", 1),
+                                                                      3, 3)) * 0.3,
+              rng.standard_normal(6)]
+    rtol, atol = _tol(dtype)
+    check_against_torch(lambda m, x, w, b: _f(m).conv2d(x, w, b, **kw), arrays, dtype,
+                        rtol=rtol, atol=atol)
+    check_against_torch(lambda m, x, w: _f(m).conv2d(x, w, **kw), arrays[:2], dtype,
+                        rtol=rtol, atol=atol)
+    check_against_torch(lambda m, x, w: _f(m).conv1d(x, w, padding=1),
+                        [arrays[0][:, :, 0], rng.standard_normal((5, 4, 3))], dtype, rtol=rtol,
+                        atol=atol)
+    # the transposed convolution's weight gradient goes through the same products
+    check_against_torch(lambda m, x, w: _f(m).conv_transpose2d(x, w, stride=2, padding=1),
+                        [arrays[0], rng.standard_normal((4, 5, 3, 3))], dtype, rtol=rtol,
+                        atol=atol)
+
+
 @pytest.mark.parametrize("density", [None, 0.0])
 def test_conv2d_input_grad_when_outputs_are_sparse_on_the_grid(monkeypatch, density):
     # LeNet's last conv: a 5x5 input to a 1x1 output goes through col2im by default; the

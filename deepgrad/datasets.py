@@ -1,6 +1,7 @@
 """``deepgrad.datasets``: shorthand for ``deepgrad.data.datasets`` (``deepgrad.datasets.MNIST``)."""
 from __future__ import annotations
 
-from .data.datasets import DATASETS, MNIST, MNISTSample, download_url, get_dataset, read_idx
+from .data import datasets as _datasets
+from .data.datasets import *  # noqa: F401,F403  (the same names, by design)
 
-__all__ = ["MNIST", "MNISTSample", "download_url", "get_dataset", "read_idx", "DATASETS"]
+__all__ = list(_datasets.__all__)

@@ -980,25 +980,30 @@ class MaxPoolNd(Function):
         return y, (flat.reshape(y.shape) if nd == 1 else flat)
 
     def _first_max(self, xp: np.ndarray, m: np.ndarray) -> np.ndarray:
-        """Per window, the index of the first tap equal to the maximum. Masked writes
-        (``where=``, boolean indexing) are slow, so the disjoint hits are summed instead."""
+        """Per window, the index of the first tap equal to the maximum: the number of taps
+        before it that differ from it, counted with one compare, one ``&`` and one add per
+        tap (masked writes, ``where=`` and boolean indexing, are slow). The last tap needs no
+        compare: a window that gets there without a match has its maximum there, or is NaN."""
         g = self.g
         kk = g.kh * g.kw
         dt = np.dtype(np.uint8 if kk <= 256 else np.int32)
         choice = np.zeros(m.shape, dt)
-        found = np.zeros(m.shape, bool)
-        hit = np.empty(m.shape, bool)
-        tmp = np.empty(m.shape, dt)
-        for t, v in enumerate(g.taps(xp)):
-            np.equal(v, m, out=hit)
-            np.greater(hit, found, out=hit)  # equal, and no earlier tap was
-            found |= hit
-            if t:
-                np.multiply(hit, dt.type(t), out=tmp)
-                choice += tmp
-        if not found.all():
+        if kk == 1:
+            return choice
+        missed = np.empty(m.shape, bool)  # no tap so far equals the maximum
+        ne = np.empty(m.shape, bool)
+        taps = g.taps(xp)
+        np.not_equal(next(taps), m, out=missed)
+        np.add(choice, missed, out=choice)
+        for t, v in enumerate(taps, 1):
+            if t == kk - 1:
+                break
+            np.not_equal(v, m, out=ne)
+            missed &= ne
+            np.add(choice, missed, out=choice)
+        nan = np.isnan(m)
+        if nan.any():
             # windows whose maximum is NaN: PyTorch picks the last NaN
-            nan = ~found
             for t, v in enumerate(g.taps(xp)):
                 np.copyto(choice, dt.type(t), where=np.isnan(v) & nan)
         return choice

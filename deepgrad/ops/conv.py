@@ -10,9 +10,12 @@ buffer ``buf`` of shape ``(C, N*Hp*Wp [+ tail])``: ``(C, N, Hp, Wp)`` read as on
 kernels use it:
 
 * im2col (any stride): one copy of the patches ``(Cg*kh*kw, N*OH*OW)`` through a strided view
-  of ``buf``, then one GEMM (a batched GEMM over groups). The patch matrix is kept for the
-  weight gradient (up to ``_KEEP_COLS_BYTES``; beyond that ``buf`` is kept and the patches
-  rebuilt). The input gradient is one GEMM and a col2im that adds kh*kw strided slices.
+  of ``buf``, then one GEMM (a batched GEMM over groups). Without groups and with enough
+  output positions per image, it is one GEMM per image (batched inside NumPy) written straight
+  into the (N, O, OH, OW) output, which saves transposing a channels-first result. The patch
+  matrix is kept for the weight gradient (up to ``_KEEP_COLS_BYTES``; beyond that ``buf`` is
+  kept and the patches rebuilt). The input gradient is one GEMM and a col2im that adds kh*kw
+  strided slices.
 * grid (stride 1, many channels): output position ``q`` of the padded grid reads
   ``buf[:, q + off_t]`` for the kernel tap at ``off_t = i*dh*Wp + j*dw``, so the patch matrix
   is a strided view of ``buf`` whose rows are long contiguous runs. It is copied and multiplied
@@ -24,14 +27,18 @@ kernels use it:
   a full im2col (which would be 9x the input).
 
 For stride 1 without the grid kernel, the input gradient is one GEMM to patch gradients on the
-grid and kh*kw adds of shifted long rows (cheaper than col2im's short strided rows).
+grid and kh*kw adds of shifted long rows (cheaper than col2im's short strided rows), one
+cache-sized block of grid columns at a time; but col2im when outputs cover little of the grid
+(a 5x5 input to a 1x1 output would make the grid GEMM 25x the work).
 
-Large temporaries come from ``_scratch``, a small pool of reused arrays: on the machines this
+Large temporaries come from ``_scratch``, a small pool of reused arrays, and outputs and
+gradients from ``backend.empty`` (reused once nothing refers to them): on the machines this
 was measured on, first touching a fresh multi-megabyte array (a page fault per 4 KiB) cost more
 than a LeNet-sized convolution's arithmetic.
 
 Pooling runs over the kh*kw taps of the window as strided views of the (padded) input: a
-running max that remembers the tap of the first maximum (PyTorch's tie rule), or a running sum.
+running max, then the tap of the first maximum (PyTorch's tie rule), or a running sum (for
+windows that tile the input, whole rows are added first, over contiguous memory).
 """
 from __future__ import annotations
 

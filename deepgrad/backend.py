@@ -92,7 +92,7 @@ class Workspace:
         self.nbytes = 0
         self.arrays: dict = {}  # (shape, dtype) -> list of arrays, oldest first
         self.lock = threading.Lock()
-        self.free_refs = None
+        self.free_refs: int | None = None
         if hasattr(sys, "getrefcount"):
             # calibrate: the count that take() sees for an array nobody else holds
             probe = [np.empty(1, np.uint8)]
@@ -126,6 +126,8 @@ class Workspace:
 
     def _make_room(self, n: int) -> bool:
         free_refs = self.free_refs
+        if free_refs is None:
+            return False
         for key in list(self.arrays):
             stack = self.arrays[key]
             keep = []

@@ -99,12 +99,22 @@ class Workspace:
             for a in probe:
                 self.free_refs = sys.getrefcount(a)
 
-    def empty(self, shape: tuple, dtype) -> np.ndarray:
+    def empty(self, shape: tuple, dtype, align: int = 0) -> np.ndarray:
+        """An uninitialised array; with ``align``, a view starting on an ``align``-byte
+        boundary of a reusable byte buffer (NumPy aligns to 16 bytes only; elementwise loops
+        over operands that straddle cache lines can run much slower)."""
         dtype = np.dtype(dtype)
         shape = tuple(shape)
         n = dtype.itemsize
         for s in shape:
             n *= s
+        if align:
+            raw = self._take((n + align,), np.dtype(np.uint8), n + align)
+            off = -raw.ctypes.data % align
+            return raw[off:off + n].view(dtype).reshape(shape)
+        return self._take(shape, dtype, n)
+
+    def _take(self, shape: tuple, dtype: np.dtype, n: int) -> np.ndarray:
         if self.free_refs is None or n < self.min_bytes:
             return np.empty(shape, dtype)
         key = (shape, dtype)
@@ -153,9 +163,10 @@ class Workspace:
 workspace = Workspace()
 
 
-def empty(shape: tuple, dtype, xp=np):
+def empty(shape: tuple, dtype, xp=np, align: int = 0):
     """An uninitialised array that may reuse the memory of an earlier one of the same shape
-    and dtype that is no longer referenced anywhere (see ``Workspace``)."""
+    and dtype that is no longer referenced anywhere (see ``Workspace``); ``align`` (bytes,
+    e.g. 64) returns an aligned view instead of a plain array."""
     if xp is not np:
         return xp.empty(shape, dtype)
-    return workspace.empty(shape, dtype)
+    return workspace.empty(shape, dtype, align)

@@ -106,3 +106,23 @@ def test_outputs_and_grads_survive_later_calls_of_the_same_shape(name):
         xt = torch.tensor(x.detach().numpy(), requires_grad=True)
         (tmake(xt) * (i + 1)).sum().backward()
         np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_aligned_views_are_aligned_and_reused_only_when_unreferenced():
+    ws = backend.Workspace()
+    a = ws.empty(BIG, np.float32, align=64)
+    assert a.ctypes.data % 64 == 0 and a.shape == BIG and a.dtype == np.float32
+    a[...] = 3
+    b = ws.empty(BIG, np.float32, align=64)
+    b[...] = 4
+    assert (a == 3).all()  # a is held: b has other memory
+    v = a[5]
+    addr = a.ctypes.data
+    del a
+    c = ws.empty(BIG, np.float32, align=64)
+    assert c.ctypes.data != addr  # a view of a still holds its buffer
+    del v, c
+    d = ws.empty(BIG, np.float32, align=64)
+    assert d.ctypes.data % 64 == 0
+    small = ws.empty((3, 5), np.float64, align=64)
+    assert small.ctypes.data % 64 == 0 and small.shape == (3, 5)

@@ -343,8 +343,9 @@ def _to_batch_first(yc: np.ndarray, b) -> np.ndarray:
 
 
 # per-image GEMMs (see _conv_forward, _conv_backward) from this many output positions per
-# image on; below, one GEMM over all images is faster than N small ones
-_PER_IMAGE_MIN_P = 64
+# image on; below, one GEMM over all images is faster than N small ones (each small GEMM runs
+# on one thread; LeNet's 10x10 second conv measured even at 1 thread, slower at 2)
+_PER_IMAGE_MIN_P = 144
 _PER_IMAGE_MIN_P_W = 256
 _PER_IMAGE_MAX_BYTES = 4 << 20
 

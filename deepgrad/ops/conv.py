@@ -424,7 +424,7 @@ _GCOLS_MAX_BYTES = 32 << 20
 # ... and only when outputs fill enough of the grid: the GEMM runs over every grid position,
 # so a 5x5 input to a 1x1 output (LeNet's last conv) would do 25x the work of col2im
 _ADDS_MIN_DENSITY = 0.4
-_ADDS_BLOCK_BYTES = 4 << 20
+_ADDS_BLOCK_BYTES = 8 << 20
 
 
 def _conv_backward(gy: np.ndarray, w: np.ndarray, saved, g: _Geom, need_x: bool,

@@ -525,6 +525,15 @@ def _conv_backward(gy: np.ndarray, w: np.ndarray, saved, g: _Geom, need_x: bool,
     return gx, gw
 
 
+def _bias_grad(gy: np.ndarray) -> np.ndarray:
+    """gy (N, O, OH, OW) summed to (O,): over the batch first, as whole contiguous planes
+    (vectorised adds), then along each plane; twice as fast as one reduction over (0, 2, 3)."""
+    if not gy.flags.c_contiguous:  # e.g. a broadcast gradient: reduce the view, never copy it
+        return gy.sum(axis=(0, 2, 3))
+    n, o = gy.shape[:2]
+    return gy.reshape(n, o, -1).sum(axis=0).sum(axis=1)
+
+
 def _as_4d(a: np.ndarray, nd: int, batched: bool) -> np.ndarray:
     if nd == 1:
         a = a[:, :, None, :] if batched else a[:, None, :]
@@ -566,7 +575,7 @@ class ConvNd(Function):
             gx = gx.reshape(self.x_shape)
         if gw is not None:
             gw = gw.reshape(self.w_shape)
-        gb = gy.sum(axis=(0, 2, 3)) if nb else None
+        gb = _bias_grad(gy) if nb else None
         return gx, gw, gb
 
     def _release(self) -> None:
@@ -614,7 +623,7 @@ class ConvTransposeNd(Function):
             _, gw = _conv_backward(self.x, None, saved, g, False, True)
             gw = gw.reshape(self.w_shape)
             _scratch.put(saved)
-        gb = gy.sum(axis=(0, 2, 3)) if nb else None
+        gb = _bias_grad(gy) if nb else None
         return gx, gw, gb
 
 

@@ -50,6 +50,7 @@ from numpy.lib.stride_tricks import as_strided
 from .. import backend
 from ..autograd.function import Function
 from ..tensor import Tensor
+from .shape import pad_widths
 
 __all__ = [
     "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d",
@@ -812,55 +813,11 @@ def conv_transpose1d(input: Tensor, weight: Tensor, bias: Tensor | None = None,
 # padding modes of the conv layers (reflect, replicate, circular)
 # =========================================================================================
 
-_NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
-
-
-def _source_index(i: int, n: int, mode: str) -> int:
-    """Index into a dim of size n that padded position i (relative to the start) copies."""
-    if mode == "reflect":
-        i = abs(i)
-        return 2 * (n - 1) - i if i > n - 1 else i
-    if mode == "replicate":
-        return min(max(i, 0), n - 1)
-    return i % n
-
-
-class ModePad(Function):
-    """Non-constant padding of the trailing dims; backward folds the margins back."""
-
-    saves_inputs = False
-
-    def forward(self, x, widths, mode):
-        self.widths = widths
-        self.mode = mode
-        self.shape = x.shape
-        return np.pad(x, widths, mode=_NP_PAD_MODE[mode])
-
-    def backward(self, grad):
-        g = grad
-        for axis, ((lo, hi), n) in enumerate(zip(self.widths, self.shape)):
-            if lo == 0 and hi == 0:
-                continue
-            gm = np.moveaxis(g, axis, -1)
-            acc = gm[..., lo:lo + n].copy()
-            for k in list(range(lo)) + list(range(lo + n, lo + n + hi)):
-                acc[..., _source_index(k - lo, n, self.mode)] += gm[..., k]
-            g = np.moveaxis(acc, -1, axis)
-        return g, None, None
-
-
 def _mode_pad(input: Tensor, pads: tuple, mode: str) -> Tensor:
     """Pad the last ``len(pads)`` dims by ``pads`` = ((lo, hi), ...) with a non-zero mode."""
     s = input.data.shape
     widths = [(0, 0)] * (len(s) - len(pads)) + list(pads)
-    for (lo, hi), n in zip(pads, s[len(s) - len(pads):]):
-        if mode == "reflect" and max(lo, hi) >= n:
-            raise ValueError(
-                f"pad: reflect padding {pads} must be smaller than the padded dims of {s}")
-        if mode == "circular" and max(lo, hi) > n:
-            raise ValueError(
-                f"pad: circular padding {pads} must be at most the padded dims of {s}")
-    return ModePad.apply(input, tuple(widths), mode)
+    return pad_widths(input, widths, mode, op=f"padding_mode={mode!r}")
 
 
 # =========================================================================================

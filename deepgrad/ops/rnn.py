@@ -17,11 +17,9 @@ these layers, so nothing here is exported to ``nn.functional``.
 """
 from __future__ import annotations
 
-import sys
-import threading
-
 import numpy as np
 
+from .. import backend
 from ..autograd.function import Function
 from ..random import _generator
 from ..tensor import Tensor
@@ -29,77 +27,12 @@ from ..tensor import Tensor
 __all__: list = []
 
 
-class _Workspace:
-    """Reuses large scratch arrays across calls.
-
-    A fresh array of megabytes costs a page fault per 4 KiB page on first touch (the kernel
-    zeroes every page), and the C allocator hands big blocks back to the OS when they are
-    freed: a training step of an LSTM layer would spend more time in page faults than in its
-    elementwise math. A buffer here is free again as soon as nothing but the workspace refers to
-    it; every NumPy view of it holds a reference, so the reference count says when. At most
-    ``max_bytes`` are kept; beyond that, arrays come from the allocator as usual.
-    """
-
-    min_bytes = 1 << 17  # smaller arrays come from the allocator's heap, without page faults
-    max_bytes = 1 << 28
-
-    def __init__(self) -> None:
-        self.buffers: list = []
-        self.nbytes = 0
-        self.lock = threading.Lock()
-        self.free_refs = None
-        if hasattr(sys, "getrefcount"):
-            # calibrate: the count seen in take() for a buffer nobody else holds
-            self.buffers.append(np.empty(1, np.uint8))
-            for raw in self.buffers:
-                self.free_refs = sys.getrefcount(raw)
-            self.buffers.clear()
-
-    def take(self, nbytes: int):
-        """A free uint8 buffer of at least ``nbytes + 64`` bytes (up to twice that)."""
-        need = nbytes + 64
-        if self.free_refs is None or need < self.min_bytes:
-            return np.empty(need, np.uint8)
-        with self.lock:
-            best = None
-            free_refs = self.free_refs
-            for raw in self.buffers:
-                if need <= raw.nbytes <= 2 * need and sys.getrefcount(raw) <= free_refs:
-                    if best is None or raw.nbytes < best.nbytes:
-                        best = raw
-            if best is not None:
-                return best
-            raw = np.empty(need, np.uint8)
-            if self.nbytes + need > self.max_bytes:  # make room: drop free buffers, oldest first
-                for old in list(self.buffers):
-                    if sys.getrefcount(old) <= free_refs + 1:  # +1: the list() copy
-                        self.buffers.remove(old)
-                        self.nbytes -= old.nbytes
-                        if self.nbytes + need <= self.max_bytes:
-                            break
-                if self.nbytes + need > self.max_bytes:
-                    return raw
-            self.buffers.append(raw)
-            self.nbytes += need
-            return raw
-
-
-_workspace = _Workspace()
-
-
 def _empty(xp, shape: tuple, dt):
-    """An uninitialised array from the workspace, starting on a 64-byte boundary.
-
-    NumPy's allocator aligns to 16 bytes only; the per-step elementwise ops on (H, N) slices
-    run about 1.8x slower when their operands straddle cache lines.
-    """
-    if xp is not np:
-        return xp.empty(shape, dt)
-    dt = np.dtype(dt)
-    nbytes = int(np.prod(shape)) * dt.itemsize
-    raw = _workspace.take(nbytes)
-    off = -raw.ctypes.data % 64
-    return raw[off:off + nbytes].view(dt).reshape(shape)
+    """An uninitialised array from the shared workspace (``backend.empty``): reused memory, so
+    no page faults per step, starting on a 64-byte boundary, since NumPy aligns to 16 bytes only
+    and the per-step elementwise ops on (H, N) slices run about 1.8x slower when their operands
+    straddle cache lines."""
+    return backend.empty(shape, dt, xp, align=64)
 
 
 def _columns(xp, rows: int, T: int, N: int, dt):

@@ -1,12 +1,12 @@
 """Train LeNet-5 on the MNIST sample shipped with deepgrad, then read the digits in
 examples/digits/ with it. This is what `make demo` runs; the same two commands by hand:
 
-    deepgrad train lenet5 --dataset mnist-sample --epochs 2 --out runs/demo
+    deepgrad train lenet5 --dataset mnist-sample --epochs 4 --out runs/demo
     deepgrad predict runs/demo/best.safetensors examples/digits/*.png
 
-Two epochs over 6,000 digits take well under a minute on two cores and give about 90% test
-accuracy; the full MNIST (`--dataset mnist`, 60,000 digits) and more epochs get LeNet-5 to
-about 99%. runs/demo is deleted first, so the demo can be run again.
+Four epochs over the sample's 6,000 training digits take about ten seconds on two cores and
+give about 94% test accuracy on its 1,000 test digits (93.8% when last run); the full MNIST
+(`--dataset mnist`, 60,000 digits) and more epochs get LeNet-5 to about 99%. runs/demo is deleted first, so the demo can be run again.
 
 Run from the repository root:  python examples/mnist_demo.py   (exits 1 if something failed)
 """
@@ -30,7 +30,7 @@ def run() -> int:
     digits = sorted(os.path.relpath(p) for p in glob.glob(os.path.join(HERE, "digits", "*.png")))
     shutil.rmtree(OUT, ignore_errors=True)
     start = time.perf_counter()
-    train = ["train", "lenet5", "--dataset", "mnist-sample", "--epochs", "2", "--out", OUT]
+    train = ["train", "lenet5", "--dataset", "mnist-sample", "--epochs", "4", "--out", OUT]
     print("$ deepgrad " + " ".join(train), flush=True)
     status = main(train)
     if status != 0:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import builtins as _builtins  # deepgrad.bool (a dtype) shadows the builtin below
+
 from . import autograd
 from .autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import get_default_dtype, set_default_dtype
@@ -62,7 +64,7 @@ def save(obj, f) -> None:
     _save(obj, f)
 
 
-def load(f, map_location=None, weights_only: bool = True):
+def load(f, map_location=None, weights_only: _builtins.bool = True):
     """Load what ``save`` wrote. Never runs code from the file. See ``deepgrad.io.load``."""
     from .io import load as _load
 

@@ -35,7 +35,7 @@ def get_array_module(*arrays):
     for a in arrays:
         mod = type(a).__module__
         if mod.startswith("cupy"):
-            import cupy  # optional accelerator, imported only when its arrays appear
+            import cupy  # type: ignore[import-not-found]  # optional, imported only when its arrays appear
 
             return cupy
     return np

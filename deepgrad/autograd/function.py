@@ -44,6 +44,8 @@ class Function:
 
     __slots__ = ("inputs", "needs_input_grad", "_saved_versions", "_out_ref", "_n_out",
                  "_freed", "_hooks", "__dict__", "__weakref__")
+    inputs: tuple
+    needs_input_grad: tuple  # per input: does backward need to return its gradient
 
     saves_inputs = True
     saves_output = False

@@ -20,7 +20,7 @@ def mlp(sizes=(784, 512, 512, 10), activation: str = "relu", batch_norm: bool = 
     if activation not in _ACTIVATIONS:
         raise ValueError(
             f"mlp: activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-    layers = [nn.Flatten()]
+    layers: list[nn.Module] = [nn.Flatten()]
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:

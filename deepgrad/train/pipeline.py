@@ -58,7 +58,7 @@ def distortion(generator: Generator | None = None) -> T.RandomAffine:
 def train_transform(model: str, distort: bool = False,
                     generator: Generator | None = None) -> T.Compose:
     """The training pipeline: ``input_transform`` with ``distortion`` first if ``distort``."""
-    steps = [T.ToTensor()]
+    steps: list = [T.ToTensor()]
     if distort:
         steps.append(distortion(generator))
     return T.Compose(steps + _geometry(model) + [_normalize(model)])

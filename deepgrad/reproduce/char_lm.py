@@ -39,9 +39,9 @@ CONFIGS = {
     "quick": dict(train_chars=200_000, val_chars=40_000, embed=32, hidden=128, layers=1,
                   dropout=0.0, batch=32, seq=64, steps=300, lr=4e-3, eval_every=50,
                   val_batch=16, sample_len=200),
-    # the whole corpus, sized for about ten minutes on two busy cores
+    # the whole corpus, about seven passes over it: some twenty minutes on two cores
     "full": dict(train_chars=None, val_chars=None, embed=64, hidden=256, layers=1,
-                 dropout=0.0, batch=32, seq=100, steps=2500, lr=2e-3, eval_every=500,
+                 dropout=0.0, batch=32, seq=100, steps=10000, lr=2e-3, eval_every=1000,
                  val_batch=32, sample_len=600),
 }
 

@@ -67,10 +67,11 @@ def _read_with_pillow(path: str) -> np.ndarray:
                 arr = np.asarray(im, np.float64)
                 top = 65535.0 if arr.max() > 255 else 255.0
                 return (arr / top)[..., None]
+            img: Image.Image = im
             if im.mode not in ("L", "LA", "RGB", "RGBA"):
-                im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info
-                                else "RGB")
-            arr = np.asarray(im, np.float64) / 255.0
+                img = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info
+                                 else "RGB")
+            arr = np.asarray(img, np.float64) / 255.0
     except UnidentifiedImageError:
         raise ImageError(f"read_image: cannot read {path!r}: not an image file") from None
     except (OSError, ValueError, SyntaxError, struct.error, zlib.error) as e:

@@ -9,7 +9,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = ["TrainConfig", "DATASETS", "OPTIMIZERS", "SCHEDULES", "DEFAULT_LR",
            "DEFAULT_MOMENTUM", "default_lr", "lecun98_factor"]
@@ -158,7 +158,7 @@ class TrainConfig:
         return cls(**d)
 
 
-def _is_number(x: Any) -> bool:
+def _is_number(x: Any) -> TypeGuard[float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 

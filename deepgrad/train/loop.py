@@ -131,7 +131,7 @@ class ProgressBar(Callback):
         if self.use_tqdm is None and not (hasattr(file, "isatty") and file.isatty()):
             return None
         try:
-            from tqdm import tqdm
+            from tqdm import tqdm  # type: ignore[import-untyped]
         except ImportError:
             if self.use_tqdm:
                 raise ImportError("ProgressBar: the progress bar needs the optional package "
@@ -235,6 +235,9 @@ class MetricsLog(Callback):
         self._writer = JSONLinesWriter(self.path, records=trainer.history)
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if self._writer is None:
+            raise RuntimeError("MetricsLog: on_epoch_end came before on_train_begin; run it "
+                               "through Trainer.fit")
         self._writer.write(record)
 
 
@@ -512,9 +515,13 @@ def build_optimizer(config: TrainConfig, model):
     """The optimizer a config asks for, over ``model``'s parameters."""
     from .. import optim
 
+    lr, momentum = config.lr, config.momentum
+    if lr is None:  # TrainConfig fills it in; a config built otherwise must set it
+        raise ValueError(f"build_optimizer: the config sets no lr for optimizer "
+                         f"{config.optimizer!r}; pass lr=")
     if config.optimizer == "sgd":
-        return optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
-    return optim.Adam(model.parameters(), lr=config.lr)
+        return optim.SGD(model.parameters(), lr=lr, momentum=momentum or 0.0)
+    return optim.Adam(model.parameters(), lr=lr)
 
 
 def build_scheduler(config: TrainConfig, optimizer):
@@ -588,6 +595,8 @@ def run(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callback]
         raise ImportError("run: checkpoints need the optional package 'safetensors'; install "
                           "it with pip install 'deepgrad[train]'")
     out = config.out
+    if out is None:
+        raise ValueError("run: the config names no output folder; set out= (--out)")
     last = os.path.join(out, LAST)
     state = None
     if resume:

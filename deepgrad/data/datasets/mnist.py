@@ -206,7 +206,7 @@ def _progress_bar(total: int | None, name: str, enabled: bool):
     if not enabled:
         return None
     try:
-        from tqdm.auto import tqdm  # optional: nicer progress when installed
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]  # optional, nicer progress
     except ImportError:
         return _TextProgress(total, name)
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name,

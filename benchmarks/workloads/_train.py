@@ -124,3 +124,20 @@ def lenet5(lib, modern: bool):
         nn.Linear(120, 84), act(),
         nn.Linear(84, 10),
     )
+
+
+def mnist_batches(batch: int) -> dict:
+    """``make_inputs`` of an MNIST training-step workload: ``POOL`` batches of real digits."""
+    from . import _mnist
+
+    x, y, source = _mnist.digits(train=True, need=batch * POOL, allow_full=False)
+    return {"x": x, "y": y, "_data": f"{POOL} batches cycled; {source}"}
+
+
+def sgd_classifier_step(lib, model, inputs: dict, batch: int):
+    """``build`` of an MNIST training-step workload: equal weights, cross-entropy, SGD lr 0.01
+    momentum 0.9, one step per call over the pool of batches."""
+    same_init(lib, model)
+    optimizer = lib.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    batches = batch_pool(lib, inputs["x"], inputs["y"], batch)
+    return train_step(model, lib.nn.CrossEntropyLoss(), optimizer, batches)

@@ -1,12 +1,11 @@
-"""A training step of LeNet-5 with ReLU and max pooling on 64 MNIST digits."""
+"""A training step of LeNet-5 with ReLU and max pooling on 64 MNIST digits (see lenet5.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import _mnist
 from . import lenet5
-from ._train import POOL, TRAIN_FACTOR, lenet5_forward_flops
+from ._train import TRAIN_FACTOR, lenet5_forward_flops, mnist_batches
 
 NAME = "lenet_modern_64"
 DESCRIPTION = ("LeNet-5 with ReLU and MaxPool2d(2) instead of tanh and AvgPool, batch 64, "
@@ -18,8 +17,7 @@ BATCH = 64
 
 
 def make_inputs(rng: np.random.Generator, quick: bool) -> dict:
-    x, y, source = _mnist.digits(train=True, need=BATCH * POOL, allow_full=False)
-    return {"x": x, "y": y, "_data": f"{POOL} batches cycled; {source}"}
+    return mnist_batches(BATCH)
 
 
 def build(lib, inputs):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _mnist
-from ._train import POOL, TRAIN_FACTOR, batch_pool, linear_flops, same_init, train_step
+from ._train import TRAIN_FACTOR, linear_flops, mnist_batches, sgd_classifier_step
 
 NAME = "mlp_mnist"
 DESCRIPTION = ("MLP 784-512-512-10 ReLU, batch 128, CrossEntropyLoss, SGD lr 0.01 momentum 0.9: "
@@ -28,16 +27,11 @@ def forward_flops(batch: int) -> float:
 
 
 def make_inputs(rng: np.random.Generator, quick: bool) -> dict:
-    x, y, source = _mnist.digits(train=True, need=BATCH * POOL, allow_full=False)
-    return {"x": x, "y": y, "_data": f"{POOL} batches cycled; {source}"}
+    return mnist_batches(BATCH)
 
 
 def build(lib, inputs):
-    model = mlp(lib)
-    same_init(lib, model)
-    optimizer = lib.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    batches = batch_pool(lib, inputs["x"], inputs["y"], BATCH)
-    return train_step(model, lib.nn.CrossEntropyLoss(), optimizer, batches)
+    return sgd_classifier_step(lib, mlp(lib), inputs, BATCH)
 
 
 def flops(inputs) -> float:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend
+from .. import _native, backend
 from ..autograd.function import Function
 from ..random import _generator
 from ..tensor import Tensor
@@ -50,6 +50,22 @@ def _swap_go(dst, src, H: int) -> None:
     dst[:2 * H] = src[:2 * H]
     dst[2 * H:3 * H] = src[3 * H:]
     dst[3 * H:] = src[2 * H:3 * H]
+
+
+def _kernels(xp, dt):
+    """The native kernels (``deepgrad._native``) for NumPy arrays of dtype ``dt``, or None."""
+    if xp is not np or (dt != np.float32 and dt != np.float64):
+        return None
+    return _native.lib()
+
+
+def _addresses(blocks, n: int) -> list:
+    """Addresses of ``blocks[0..n)``: the blocks of a contiguous array, or a list of arrays."""
+    if isinstance(blocks, np.ndarray):
+        base = _native.address(blocks)
+        return [base + t * blocks.strides[0] for t in range(n)]
+    seen: dict = {}
+    return [seen.setdefault(id(b), _native.address(b)) for b in blocks[:n]]
 
 
 def _flush_spec(dt: np.dtype):
@@ -348,6 +364,10 @@ class LSTMLayer(_RecurrentLayer):
         c_prev = c_init
         hx = _ToColumns(xp, HP, reverse) if self.need_hx else None
         matmul, add, mul, tanh, copyto = xp.matmul, xp.add, xp.multiply, xp.tanh, xp.copyto
+        kern = _kernels(xp, dt)
+        if kern is not None and all(o.strides[1] == o.itemsize for o in outs):
+            return self._forward_native(kern, w, A, C, TC, HP, c_init, h_last, outs, order, hx,
+                                        hn, cn)
         for t in order:
             a = A[t]
             matmul(w, h_prev, out=a)
@@ -376,6 +396,47 @@ class LSTMLayer(_RecurrentLayer):
         copyto(cn, c_prev.T)
         return A, C, TC, None if hx is None else hx.columns, c_init
 
+    def _forward_native(self, kern, w, A, C, TC, HP, c_init, h_last, outs, order, hx, hn, cn):
+        """The loop of ``_forward_direction`` with its gate math in two native kernels (the
+        same float operations, so the same bits); the tanh calls stay in NumPy."""
+        xp = self.xp
+        T = len(outs)
+        H, N = c_init.shape
+        dt = c_init.dtype
+        hn_, step = H * N, order[1] - order[0] if T > 1 else 1
+        gates, output = kern.lstm_gates[dt], kern.lstm_output[dt]
+        addr = _native.address
+        pa, pc, ptc = _addresses(A, T), _addresses(C, T), _addresses(TC, T)
+        ph = _addresses(HP, T)
+        po = [addr(o) for o in outs]
+        out_sn = outs[0].strides[0] // outs[0].itemsize
+        osz = hn_ * A[0].itemsize  # bytes of one gate block
+        matmul, tanh = xp.matmul, xp.tanh
+        h_prev = HP[order[0]]
+        pc_prev = addr(c_init)
+        p_last = addr(h_last)
+        c = c_init
+        for t in order:
+            a = A[t]
+            matmul(w, h_prev, out=a)
+            tanh(a, out=a)
+            gates(pa[t], pc_prev, pc[t], hn_)
+            c = C[t]
+            tanh(c, out=TC[t])
+            nt = t + step
+            if 0 <= nt < T:
+                h_prev = HP[nt]
+                ph_t = ph[nt]
+            else:
+                ph_t = p_last
+            output(pa[t] + 2 * osz, ptc[t], ph_t, po[t], H, N, out_sn)
+            pc_prev = pc[t]
+            if hx is not None:
+                hx.done(t)
+        xp.copyto(hn, h_last.T)
+        xp.copyto(cn, c.T)
+        return A, C, TC, None if hx is None else hx.columns, c_init
+
     def _backward_direction(self, saved, w, gouts, ghn, gcn, reverse, needs_w, need_x):
         xp = self.xp
         A, C, TC, hx, c_init = saved
@@ -388,18 +449,59 @@ class LSTMLayer(_RecurrentLayer):
         whp = _empty(xp, (H4, H), dt)  # w_hh in the gate order (i, f, o, g)
         _swap_go(whp, w_hh, H)
         whT = whp.T
-        dh = _empty(xp, (H, N), dt)
-        q = _empty(xp, (H, N), dt)
-        q2 = _empty(xp, (H2, N), dt)
-        sd = _empty(xp, (H3, N), dt)
         carry = _empty(xp, (H2, N), dt)  # the carried grads of h and c, flushed together
         rec = carry[:H]
         dc = self._initial(gcn, carry[H:])
         flush = _Flush(xp, carry)
-        dh_rec = ghn.T
+        dz = _ToColumns(xp, A, not reverse)
+        kern = _kernels(xp, dt)
+        if kern is not None and all(v.dtype == dt and v.ndim == 2
+                                    and v.strides[0] % v.itemsize == 0
+                                    and v.strides[1] % v.itemsize == 0 for v in (ghn, *gouts)):
+            self._backward_native(kern, A, C, TC, c_init, ghn, gouts, dc, rec, whT, dz, reverse)
+        else:
+            self._backward_numpy(A, C, TC, c_init, ghn.T, gouts, dc, rec, whT, dz, reverse, flush)
+        flush()
+        dz = dz.columns
+        need_w = True in needs_w
+        g_ih = g_hh = gb_ih = gb_hh = None
+        if need_w:
+            # [grad w_hh | grad w_ih | grad b] in one GEMM, rows back to (i, f, g, o)
+            dw = xp.matmul(dz, hx.T, out=_empty(xp, (H4, hx.shape[0]), dt))
+            if needs_w[0]:
+                g_ih = xp.empty((H4, I), dt)
+                _swap_go(g_ih, dw[:, H:H + I], H)
+            if needs_w[1]:
+                g_hh = xp.empty((H4, H), dt)
+                _swap_go(g_hh, dw[:, :H], H)
+            if b_ih is not None:
+                if needs_w[2]:
+                    gb_ih = xp.empty(H4, dt)
+                    _swap_go(gb_ih, dw[:, H + I], H)
+                if needs_w[3]:
+                    gb_hh = xp.empty(H4, dt)
+                    _swap_go(gb_hh, dw[:, H + I], H)
+        gxT = None
+        if need_x:
+            wip = _empty(xp, (H4, I), dt)
+            _swap_go(wip, w_ih, H)
+            gxT = self._input_grad(wip, dz)
+        return gxT, g_ih, g_hh, gb_ih, gb_hh, rec, dc
+
+    def _backward_numpy(self, A, C, TC, c_init, dh_rec, gouts, dc, rec, whT, dz, reverse, flush):
+        """The loop of ``_backward_direction``: per step the gate gradients, then the GEMM for
+        the gradient of the previous state; the carry is flushed after the GEMM."""
+        xp = self.xp
+        T = len(gouts)
+        H, N = c_init.shape
+        H2, H3 = 2 * H, 3 * H
+        dt = c_init.dtype
+        dh = _empty(xp, (H, N), dt)
+        q = _empty(xp, (H, N), dt)
+        q2 = _empty(xp, (H2, N), dt)
+        sd = _empty(xp, (H3, N), dt)
         step = -1 if reverse else 1
         matmul, add, sub, mul = xp.matmul, xp.add, xp.subtract, xp.multiply
-        dz = _ToColumns(xp, A, not reverse)
         # the grads of the gate pre-activations overwrite the activations, block by block
         for t in self._order(T, reverse, True):
             a = A[t]
@@ -431,31 +533,34 @@ class LSTMLayer(_RecurrentLayer):
             flush()
             dh_rec = rec
             dz.done(t)
-        dz = dz.columns
-        need_w = True in needs_w
-        g_ih = g_hh = gb_ih = gb_hh = None
-        if need_w:
-            # [grad w_hh | grad w_ih | grad b] in one GEMM, rows back to (i, f, g, o)
-            dw = xp.matmul(dz, hx.T, out=_empty(xp, (H4, hx.shape[0]), dt))
-            if needs_w[0]:
-                g_ih = xp.empty((H4, I), dt)
-                _swap_go(g_ih, dw[:, H:H + I], H)
-            if needs_w[1]:
-                g_hh = xp.empty((H4, H), dt)
-                _swap_go(g_hh, dw[:, :H], H)
-            if b_ih is not None:
-                if needs_w[2]:
-                    gb_ih = xp.empty(H4, dt)
-                    _swap_go(gb_ih, dw[:, H + I], H)
-                if needs_w[3]:
-                    gb_hh = xp.empty(H4, dt)
-                    _swap_go(gb_hh, dw[:, H + I], H)
-        gxT = None
-        if need_x:
-            wip = _empty(xp, (H4, I), dt)
-            _swap_go(wip, w_ih, H)
-            gxT = self._input_grad(wip, dz)
-        return gxT, g_ih, g_hh, gb_ih, gb_hh, rec, dc
+
+    def _backward_native(self, kern, A, C, TC, c_init, ghn, gouts, dc, rec, whT, dz, reverse):
+        """``_backward_numpy`` with the gate gradients of a step in one native kernel (the same
+        float operations, so the same bits). The carry is flushed at the start of the next
+        step instead of after the GEMM: the same values reach every later operation."""
+        T = len(gouts)
+        H, N = c_init.shape
+        dt = c_init.dtype
+        it = dt.itemsize
+        kernel = kern.lstm_backward_step[dt]
+        matmul = self.xp.matmul
+        addr = _native.address
+        pa, pc, ptc = _addresses(A, T), _addresses(C, T), _addresses(TC, T)
+        pg = [addr(g) for g in gouts]
+        gn, gj = gouts[0].strides[0] // it, gouts[0].strides[1] // it
+        p_init, p_dc, p_rec = addr(c_init), addr(dc), addr(rec)
+        dh = _empty(self.xp, (H, N), dt)  # held here: the workspace reuses what nothing holds
+        p_dh = addr(dh)
+        # the first step reads the grad of h_n, (N, H), as the incoming (H, N) carry
+        src, rj, rn, first = addr(ghn), ghn.strides[1] // it, ghn.strides[0] // it, 1
+        step = -1 if reverse else 1
+        for t in self._order(T, reverse, True):
+            pt = t - step
+            kernel(pa[t], ptc[t], pc[pt] if 0 <= pt < T else p_init, src, rj, rn, pg[t], gn, gj,
+                   p_dc, p_dh, H, N, 1 - first)
+            matmul(whT, A[t], out=rec)
+            src, rj, rn, first = p_rec, N, 1, 0
+            dz.done(t)
 
 
 class GRULayer(_RecurrentLayer):

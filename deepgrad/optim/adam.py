@@ -6,7 +6,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .optimizer import _check_impl_flags, _check_nonneg, _check_real, _ElementwiseOptimizer
+from .. import _native
+from .optimizer import (native_operands, _check_impl_flags, _check_nonneg, _check_real,
+                        _ElementwiseOptimizer)
 
 _mul = np.multiply
 _add = np.add
@@ -101,6 +103,19 @@ class Adam(_ElementwiseOptimizer):
         lr, beta1, beta2 = h[:3]
         step_size = lr / (1.0 - beta1 ** step)
         return (_array((1.0 - beta2 ** step) ** 0.5, dt), _array(-step_size, dt))
+
+    def _native_update(self, a, d, bufs, h, c, sc, fresh) -> bool:
+        k = native_operands(a, d, bufs)
+        if k is None:
+            return False
+        _, beta1, _, _, weight_decay, amsgrad, maximize, decoupled = h
+        flags = ((weight_decay != 0) | decoupled << 1 | maximize << 2 | amsgrad << 3
+                 | (1.0 - beta1 < 0.5) << 4)
+        addr = _native.address
+        k.adam_update[a.dtype](addr(a), addr(d), addr(bufs[0]), addr(bufs[1]),
+                               addr(bufs[2]) if amsgrad else None, a.size,
+                               *(float(x) for x in c), *(float(x) for x in sc), flags)
+        return True
 
     def _update(self, a, d, bufs, h, c, sc, t0, t1, fresh) -> None:
         _, beta1, _, _, weight_decay, amsgrad, maximize, decoupled = h

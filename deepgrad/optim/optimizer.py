@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from .. import _native
 from ..autograd.grad_mode import enable_grad
 from ..tensor import Tensor, _make
 
@@ -424,6 +425,9 @@ class _ElementwiseOptimizer(Optimizer):
             ``a`` with gradient ``d``; ``bufs`` are the state arrays in ``_state_names`` order,
             ``t0``/``t1`` scratch arrays of ``a``'s shape, ``fresh`` True when the state was
             just created. It must not write into ``d``.
+        _native_update(a, d, bufs, h, c, sc, fresh) (optional): the same update in one pass
+            through a kernel of ``deepgrad._native``, bit for bit equal; returns False where no
+            kernel applies, and ``_update`` runs instead.
     """
 
     _has_step = False
@@ -453,6 +457,9 @@ class _ElementwiseOptimizer(Optimizer):
 
     def _update(self, a, d, bufs, h, c, sc, t0, t1, fresh) -> None:
         raise NotImplementedError
+
+    def _native_update(self, a, d, bufs, h, c, sc, fresh) -> bool:
+        return False
 
     # -- step ----------------------------------------------------------------------------------
     def step(self, closure: Callable[[], Any] | None = None):
@@ -525,7 +532,9 @@ class _ElementwiseOptimizer(Optimizer):
                 raise RuntimeError(
                     f"{type(self).__name__}.step: gradient shape does not match its parameter; "
                     f"expected {a.shape}, got {d.shape}")
-            if a.nbytes > _CHUNK_BYTES and a.flags.c_contiguous:
+            if self._native_update(a, d, bufs, h, c, sc, fresh):
+                pass
+            elif a.nbytes > _CHUNK_BYTES and a.flags.c_contiguous:
                 self._chunked_update(a, d, bufs, h, c, sc, fresh)
             else:
                 key = (a.shape, dt)
@@ -597,8 +606,9 @@ class _ElementwiseOptimizer(Optimizer):
         if h != flat.h:
             flat.h = h
             flat.c = self._consts(h, dt)
-        self._update(flat.P, flat.G, flat.S, h, flat.c, self._step_consts(h, dt, step or 0),
-                     flat.T0, flat.T1, fresh)
+        sc = self._step_consts(h, dt, step or 0)
+        if not self._native_update(flat.P, flat.G, flat.S, h, flat.c, sc, fresh):
+            self._update(flat.P, flat.G, flat.S, h, flat.c, sc, flat.T0, flat.T1, fresh)
         for p in params:
             p._version += 1
         return True
@@ -697,6 +707,20 @@ class _ElementwiseOptimizer(Optimizer):
         views = tuple(pool[i * n:(i + 1) * n].reshape(shape) for i in range(_N_SCRATCH))
         self._scratch_views[key] = views
         return views
+
+
+def native_operands(a, d, bufs):
+    """The native kernels of ``deepgrad._native`` for these arrays, or None: they need float32
+    or float64 arrays of one dtype, C-contiguous, none overlapping another."""
+    dt = a.dtype
+    if dt != np.float32 and dt != np.float64:
+        return None
+    for x in (a, d, *bufs):
+        if x.dtype != dt or not x.flags.c_contiguous or x.shape != a.shape:
+            return None
+    if len({_native.address(x) for x in (a, d, *bufs)}) != 2 + len(bufs):
+        return None
+    return _native.lib()
 
 
 def l2_gradient(param, grad, weight_decay: float, coef, maximize: bool, out):

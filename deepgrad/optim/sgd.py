@@ -5,7 +5,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .optimizer import l2_gradient, _check_impl_flags, _check_nonneg, _check_real, _ElementwiseOptimizer
+from .. import _native
+from .optimizer import (l2_gradient, native_operands, _check_impl_flags, _check_nonneg,
+                        _check_real, _ElementwiseOptimizer)
 
 _mul = np.multiply
 _add = np.add
@@ -79,6 +81,19 @@ class SGD(_ElementwiseOptimizer):
         lr, momentum, dampening, weight_decay = h[:4]
         return (_array(-lr, dt), _array(weight_decay, dt), _array(momentum, dt),
                 _array(1.0 - dampening, dt))
+
+    def _native_update(self, a, d, bufs, h, c, sc, fresh) -> bool:
+        k = native_operands(a, d, bufs)
+        if k is None:
+            return False
+        _, momentum, dampening, weight_decay, nesterov, maximize = h
+        neg_lr, wd, mom, damp = c
+        flags = ((weight_decay != 0) | maximize << 1 | (momentum != 0) << 2 | fresh << 3
+                 | (dampening != 0) << 4 | nesterov << 5)
+        addr = _native.address
+        k.sgd_update[a.dtype](addr(a), addr(d), addr(bufs[0]) if bufs else None, a.size,
+                              float(neg_lr), float(wd), float(mom), float(damp), flags)
+        return True
 
     def _update(self, a, d, bufs, h, c, sc, t0, t1, fresh) -> None:
         _, momentum, dampening, weight_decay, nesterov, maximize = h

@@ -1,0 +1,193 @@
+"""Optional native kernels: a few fused elementwise loops in C, built on first use.
+
+deepgrad runs on NumPy alone. Where a hot loop is a chain of small elementwise NumPy calls (the
+LSTM's gate math per time step, an optimizer's update over every parameter), each call is a
+separate pass over memory plus dispatch overhead; ``kernels.c`` fuses such a chain into one
+pass. Each kernel performs the same float operations in the same order as the NumPy code it
+replaces, so results are identical bit for bit (``tests/native`` checks that with
+``array_equal``), and the NumPy code stays the reference and the fallback.
+
+The C file is compiled once per machine with the system's C compiler (``$CC``, else ``cc`` or
+``gcc``) into ``$DEEPGRAD_CACHE/native`` (default ``~/.cache/deepgrad/native``), under a name
+that hashes the source, the compiler, the flags and the CPU, and is loaded with ctypes. Nothing
+happens at ``import deepgrad``: the first op that can use a kernel triggers the build (about a
+second), and any failure (no compiler, a read-only home, an unusual platform) leaves deepgrad on
+the NumPy path; :func:`status` says which path is in use and why.
+
+``DEEPGRAD_NATIVE=0`` turns the kernels off for a process; :func:`enabled` does so for a block.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+__all__ = ["lib", "status", "enabled", "address"]
+
+_SOURCE = Path(__file__).with_name("kernels.c")
+# -ffp-contract=off: no fused multiply-adds, which would round differently from NumPy's
+# separate multiply and add; -fno-math-errno lets sqrt vectorise (it is exact either way)
+_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-fPIC", "-shared"]
+_NATIVE_ARCH = ["-march=native"]
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {"lib": None, "tried": False, "reason": "not built yet",
+                          "on": os.environ.get("DEEPGRAD_NATIVE", "1") != "0"}
+
+_P = ctypes.c_void_p
+_L = ctypes.c_long
+_I = ctypes.c_int
+_SIGNATURES: dict[str, tuple] = {
+    "lstm_gates": (_P, _P, _P, _L),
+    "lstm_output": (_P, _P, _P, _P, _L, _L, _L),
+    "lstm_backward_step": (_P, _P, _P, _P, _L, _L, _P, _L, _L, _P, _P, _L, _L, _I),
+    "sgd_update": (_P, _P, _P, _L, "T", "T", "T", "T", _I),
+    "adam_update": (_P, _P, _P, _P, _P, _L, "T", "T", "T", "T", "T", "T", "T", "T", _I),
+}
+
+
+class Kernels:
+    """The loaded library: ``kernels.<name>[dtype]`` is the ctypes function for that dtype
+    (float32 or float64)."""
+
+    def __init__(self, cdll: ctypes.CDLL, path: Path) -> None:
+        self.path = path
+        for name, sig in _SIGNATURES.items():
+            table = {}
+            for dt, suffix, scalar in ((np.dtype(np.float32), "f32", ctypes.c_float),
+                                       (np.dtype(np.float64), "f64", ctypes.c_double)):
+                fn = getattr(cdll, f"{name}_{suffix}")
+                fn.argtypes = [scalar if a == "T" else a for a in sig]
+                fn.restype = None
+                table[dt] = fn
+            setattr(self, name, table)
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("DEEPGRAD_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                            "deepgrad")
+    return Path(base) / "native"
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC")
+    if cc:
+        return shutil.which(cc) or (cc if os.path.isfile(cc) else None)
+    for name in ("cc", "gcc", "clang"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _cpu_key() -> str:
+    """What -march=native depends on: the CPU's feature flags (a cache shared between machines
+    must not hand one machine's build to another)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor() + platform.machine()
+
+
+def _build(cc: str, out: Path) -> str | None:
+    """Compile into ``out`` atomically; None on success, else what went wrong."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for arch in (_NATIVE_ARCH, []):  # a compiler without -march=native still gets a build
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+        os.close(fd)
+        cmd = [cc, *_FLAGS, *arch, "-o", tmp, str(_SOURCE)]
+        try:
+            run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.SubprocessError) as e:
+            run = None
+            errors.append(f"{' '.join(cmd)}: {e}")
+        if run is not None and run.returncode == 0:
+            os.replace(tmp, out)  # a concurrent build of the same key writes the same file
+            return None
+        if run is not None:
+            errors.append(f"{' '.join(cmd)}: exit {run.returncode}: {run.stderr.strip()[:500]}")
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return "; ".join(errors)
+
+
+def _load() -> None:
+    _state["tried"] = True
+    if sys.byteorder != "little" or ctypes.sizeof(ctypes.c_long) != 8:
+        _state["reason"] = "native kernels need a 64-bit little-endian platform with 64-bit long"
+        return
+    cc = _compiler()
+    if cc is None:
+        _state["reason"] = "no C compiler found (set CC, or install cc/gcc/clang)"
+        return
+    src = _SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([src, cc.encode(), " ".join(_FLAGS).encode(),
+                                     _cpu_key().encode(), platform.machine().encode()]))
+    path = _cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
+    if not path.is_file():
+        try:
+            err = _build(cc, path)
+        except OSError as e:
+            err = f"cannot write {path.parent}: {e} (set DEEPGRAD_CACHE to a writable folder)"
+        if err:
+            _state["reason"] = f"build failed: {err}"
+            return
+    try:
+        _state["lib"] = Kernels(ctypes.CDLL(str(path)), path)
+    except (OSError, AttributeError) as e:
+        _state["reason"] = f"cannot load {path}: {e}"
+        return
+    _state["reason"] = f"loaded {path}"
+
+
+def lib() -> Kernels | None:
+    """The kernels, built and loaded on the first call; None when turned off or unavailable."""
+    if not _state["on"]:
+        return None
+    if not _state["tried"]:
+        with _lock:
+            if not _state["tried"]:
+                _load()
+    return _state["lib"]
+
+
+def status() -> str:
+    """One line: whether the native kernels are in use, and why (or why not)."""
+    if not _state["on"]:
+        return "native kernels: off (DEEPGRAD_NATIVE=0 or enabled(False))"
+    lib()
+    used = "on" if _state["lib"] is not None else "unavailable, using NumPy"
+    return f"native kernels: {used}: {_state['reason']}"
+
+
+@contextlib.contextmanager
+def enabled(on: bool) -> Iterator[None]:
+    """Use the native kernels (``True``, where available) or NumPy only (``False``) inside the
+    block."""
+    before = _state["on"]
+    _state["on"] = bool(on)
+    try:
+        yield
+    finally:
+        _state["on"] = before
+
+
+def address(a: np.ndarray) -> int:
+    """The address of an array's first element, for a ctypes pointer argument."""
+    return a.__array_interface__["data"][0]

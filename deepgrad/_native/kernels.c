@@ -1,0 +1,198 @@
+/* deepgrad's optional native kernels.
+ *
+ * Each kernel fuses a chain of elementwise NumPy calls into one pass over memory. It performs
+ * exactly the float operations of the NumPy code it stands in for, in the same order and at
+ * the same precision, and is built with -ffp-contract=off (no fused multiply-adds), so the
+ * results are the NumPy path's bit for bit; the tests compare the two with array_equal.
+ * Transcendental functions stay in NumPy: its tanh and ours would round differently.
+ *
+ * Every kernel comes in float32 (suffix _f32) and float64 (_f64). Strides are in elements.
+ */
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+
+#define BLOCK 512  /* elements per block of the optimizer kernels */
+#define TILE 8     /* rows per tile of a transposed copy */
+
+/* Bit pattern test of the RNN gradient flush (deepgrad/ops/rnn.py: _Flush): zero a value whose
+ * magnitude is below tiny/eps, i.e. whose biased exponent field is below (nmant + 1). Integer
+ * ops only, so values near the subnormal range never reach the slow floating-point path. */
+static inline float flush_f32(float x) {
+    uint32_t b;
+    memcpy(&b, &x, 4);
+    if ((b & 0x7f800000u) < (24u << 23)) b = 0;
+    memcpy(&x, &b, 4);
+    return x;
+}
+
+static inline double flush_f64(double x) {
+    uint64_t b;
+    memcpy(&b, &x, 8);
+    if ((b & 0x7ff0000000000000ull) < (53ull << 52)) b = 0;
+    memcpy(&x, &b, 8);
+    return x;
+}
+
+#define KERNELS(T, S)                                                                           \
+                                                                                                \
+/* LSTM forward, after tanh of the pre-activations a (4H, N), gates (i, f, o, g) with i, f, o  \
+ * pre-halved: sigmoid = 0.5 * tanh + 0.5 for i, f, o, then the cell c = f * c_prev + i * g. */ \
+void lstm_gates_##S(T *restrict a, const T *restrict c_prev, T *restrict c, long hn) {         \
+    for (long k = 0; k < 3 * hn; k++) a[k] = a[k] * (T)0.5 + (T)0.5;                           \
+    const T *i = a, *f = a + hn, *g = a + 3 * hn;                                              \
+    for (long k = 0; k < hn; k++) {                                                             \
+        T fc = f[k] * c_prev[k];                                                                \
+        T ig = i[k] * g[k];                                                                     \
+        c[k] = fc + ig;                                                                         \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* LSTM forward, after tanh of the cell: h = o * tanh(c) into h (H, N), and its transpose into \
+ * the layer's output rows out[n, j] (row stride out_sn), TILE rows at a time so the writes    \
+ * stream along TILE rows at once. */                                                          \
+void lstm_output_##S(const T *restrict o, const T *restrict tc, T *restrict h,                  \
+                     T *restrict out, long H, long N, long out_sn) {                            \
+    for (long k = 0; k < H * N; k++) h[k] = o[k] * tc[k];                                       \
+    for (long n0 = 0; n0 < N; n0 += TILE) {                                                     \
+        long n1 = n0 + TILE < N ? n0 + TILE : N;                                                \
+        for (long j = 0; j < H; j++)                                                            \
+            for (long n = n0; n < n1; n++) out[n * out_sn + j] = h[j * N + n];                  \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* One step of LSTM backpropagation through time, before the GEMM with W_hh.                   \
+ * In: a (4H, N) the gate activations (i, f, o, g), overwritten with the gradients of their    \
+ * pre-activations; tc = tanh(c) and c_prev (H, N); the incoming dh = dh_rec[j*rj + n*rn] +    \
+ * gout[n*gn + j*gj], gathered first into the scratch dh (H, N) (a tiled transpose: gout is   \
+ * the (N, H) output gradient); dc (H, N) the carried cell gradient, updated in place. With   \
+ * flush, dh_rec (then contiguous) and dc are first flushed like the NumPy path's carry after \
+ * its GEMM. */                                                                                 \
+void lstm_backward_step_##S(T *restrict a, const T *restrict tc, const T *restrict c_prev,      \
+                            T *restrict dh_rec, long rj, long rn, const T *restrict gout,       \
+                            long gn, long gj, T *restrict dc, T *restrict dh, long H, long N,   \
+                            int flush) {                                                        \
+    long hn = H * N;                                                                            \
+    T *ai = a, *af = a + hn, *ao = a + 2 * hn, *ag = a + 3 * hn;                                \
+    if (flush) {                                                                                \
+        for (long k = 0; k < hn; k++) dh_rec[k] = flush_##S(dh_rec[k]);                         \
+        for (long k = 0; k < hn; k++) dc[k] = flush_##S(dc[k]);                                 \
+    }                                                                                           \
+    for (long n0 = 0; n0 < N; n0 += TILE) {                                                     \
+        long n1 = n0 + TILE < N ? n0 + TILE : N;                                                \
+        for (long j = 0; j < H; j++)                                                            \
+            for (long n = n0; n < n1; n++)                                                      \
+                dh[j * N + n] = dh_rec[j * rj + n * rn] + gout[n * gn + j * gj];                \
+    }                                                                                           \
+    for (long k = 0; k < hn; k++) {                                                             \
+        T dk = dh[k];                                                                           \
+        T i = ai[k], f = af[k], o = ao[k], g = ag[k], t = tc[k];                                \
+        T sdi = i - i * i, sdf = f - f * f, sdo = o - o * o;                                    \
+        T q = dk * o;                                                                           \
+        T d = dc[k] + q;                                                                        \
+        q = q * t;                                                                              \
+        q = q * t;                                                                              \
+        d = d - q;                                                                              \
+        ao[k] = (dk * t) * sdo;                                                                 \
+        T qi = d * g, qf = d * c_prev[k];                                                       \
+        T qg = (T)1.0 - g * g;                                                                  \
+        qg = qg * i;                                                                            \
+        ag[k] = qg * d;                                                                         \
+        dc[k] = d * f;                                                                          \
+        ai[k] = qi * sdi;                                                                       \
+        af[k] = qf * sdf;                                                                       \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* The optimizer kernels work through the parameters in blocks that stay in L1, with one      \
+ * simple (vectorisable) loop per NumPy call of the reference update and the branches outside \
+ * the loops. */                                                                                \
+                                                                                                \
+/* SGD (deepgrad/optim/sgd.py: SGD._update with l2_gradient). flags: 1 weight decay,           \
+ * 2 maximize, 4 momentum, 8 first step (fresh buffer), 16 dampening, 32 nesterov. */           \
+void sgd_update_##S(T *restrict p, const T *restrict d, T *restrict buf, long n, T neg_lr,     \
+                    T wd, T mom, T damp, int flags) {                                           \
+    int has_wd = flags & 1, maximize = flags & 2, has_mom = flags & 4, fresh = flags & 8;       \
+    int has_damp = flags & 16, nesterov = flags & 32;                                           \
+    T g[BLOCK];                                                                                 \
+    for (long s = 0; s < n; s += BLOCK) {                                                       \
+        long m = n - s < BLOCK ? n - s : BLOCK;                                                 \
+        T *ps = p + s;                                                                          \
+        const T *ds = d + s, *gp = ds;                                                          \
+        if (has_wd && maximize) {                                                               \
+            for (long k = 0; k < m; k++) g[k] = ps[k] * wd - ds[k];                             \
+            gp = g;                                                                             \
+        } else if (has_wd) {                                                                    \
+            for (long k = 0; k < m; k++) g[k] = ds[k] + ps[k] * wd;                             \
+            gp = g;                                                                             \
+        } else if (maximize) {                                                                  \
+            for (long k = 0; k < m; k++) g[k] = -ds[k];                                         \
+            gp = g;                                                                             \
+        }                                                                                       \
+        if (has_mom) {                                                                          \
+            T *bs = buf + s;                                                                    \
+            if (fresh)                                                                          \
+                for (long k = 0; k < m; k++) bs[k] = gp[k];                                     \
+            else if (has_damp)                                                                  \
+                for (long k = 0; k < m; k++) bs[k] = bs[k] * mom + gp[k] * damp;               \
+            else                                                                                \
+                for (long k = 0; k < m; k++) bs[k] = bs[k] * mom + gp[k];                       \
+            if (nesterov) {                                                                     \
+                for (long k = 0; k < m; k++) g[k] = gp[k] + bs[k] * mom;                        \
+                gp = g;                                                                         \
+            } else {                                                                            \
+                gp = bs;                                                                        \
+            }                                                                                   \
+        }                                                                                       \
+        for (long k = 0; k < m; k++) ps[k] = ps[k] + gp[k] * neg_lr;                            \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* Adam / AdamW (deepgrad/optim/adam.py: Adam._update). flags: 1 weight decay, 2 decoupled,    \
+ * 4 maximize, 8 amsgrad (vmax given), 16 lerp form m + w1*(d - m) (else d - w1*(d - m)). */   \
+void adam_update_##S(T *restrict p, const T *restrict d, T *restrict m, T *restrict v,          \
+                     T *restrict vmax, long n, T w1, T b2, T omb2, T eps, T wd, T decay,        \
+                     T bc2_sqrt, T neg_step, int flags) {                                       \
+    int has_wd = flags & 1, decoupled = flags & 2, maximize = flags & 4, ams = flags & 8;       \
+    int lerp_add = flags & 16;                                                                  \
+    T g[BLOCK], u[BLOCK];                                                                       \
+    for (long s = 0; s < n; s += BLOCK) {                                                       \
+        long c = n - s < BLOCK ? n - s : BLOCK;                                                 \
+        T *ps = p + s, *ms = m + s, *vs = v + s;                                                \
+        const T *ds = d + s, *gp = ds, *vp = vs;                                                \
+        if (has_wd && decoupled) {                                                              \
+            for (long k = 0; k < c; k++) ps[k] = ps[k] * decay;                                 \
+        } else if (has_wd && maximize) {                                                        \
+            for (long k = 0; k < c; k++) g[k] = ps[k] * wd - ds[k];                             \
+            gp = g;                                                                             \
+        } else if (has_wd) {                                                                    \
+            for (long k = 0; k < c; k++) g[k] = ds[k] + ps[k] * wd;                             \
+            gp = g;                                                                             \
+        }                                                                                       \
+        if (maximize && gp == ds) {                                                             \
+            for (long k = 0; k < c; k++) g[k] = -ds[k];                                         \
+            gp = g;                                                                             \
+        }                                                                                       \
+        for (long k = 0; k < c; k++) u[k] = (gp[k] - ms[k]) * w1;                               \
+        if (lerp_add)                                                                           \
+            for (long k = 0; k < c; k++) ms[k] = ms[k] + u[k];                                  \
+        else                                                                                    \
+            for (long k = 0; k < c; k++) ms[k] = gp[k] - u[k];                                  \
+        for (long k = 0; k < c; k++) vs[k] = vs[k] * b2 + (gp[k] * omb2) * gp[k];              \
+        if (ams) {                                                                              \
+            T *xs = vmax + s;                                                                   \
+            /* np.maximum: a NaN on either side wins */                                         \
+            for (long k = 0; k < c; k++)                                                        \
+                xs[k] = (xs[k] != xs[k] || xs[k] >= vs[k]) ? xs[k] : vs[k];                     \
+            vp = xs;                                                                            \
+        }                                                                                       \
+        for (long k = 0; k < c; k++)                                                            \
+            ps[k] = ps[k] + (ms[k] / (sqrt##S##_(vp[k]) / bc2_sqrt + eps)) * neg_step;          \
+    }                                                                                           \
+}
+
+static inline float sqrtf32_(float x) { return sqrtf(x); }
+static inline double sqrtf64_(double x) { return sqrt(x); }
+
+KERNELS(float, f32)
+KERNELS(double, f64)

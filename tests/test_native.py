@@ -1,0 +1,227 @@
+"""The optional native kernels (deepgrad/_native): built and loaded where a C compiler exists,
+used by the LSTM and the optimizers, and bit for bit equal to the NumPy path they stand in for;
+without a compiler (or with DEEPGRAD_NATIVE=0) deepgrad runs on NumPy alone."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import deepgrad as dg
+from deepgrad import _native
+from deepgrad.ops import rnn
+
+needs_kernels = pytest.mark.skipif(_native.lib() is None, reason=_native.status())
+
+
+class _Spy:
+    """Counts calls of one kernel while the real one runs."""
+
+    def __init__(self, monkeypatch, name: str) -> None:
+        k = _native.lib()
+        self.calls = 0
+        table = dict(getattr(k, name))
+        spy = self
+
+        def wrap(fn):
+            def call(*args):
+                spy.calls += 1
+                return fn(*args)
+            return call
+
+        monkeypatch.setattr(k, name, {dt: wrap(fn) for dt, fn in table.items()})
+
+
+# ---- the LSTM ---------------------------------------------------------------------------------
+def _lstm_run(native: bool, dt, batch_first: bool, bidirectional: bool, initial: bool,
+              layers: int = 2, T: int = 7, N: int = 3, I: int = 5, H: int = 6):
+    rng = np.random.default_rng(1)
+    with _native.enabled(native):
+        dg.manual_seed(0)
+        m = dg.nn.LSTM(I, H, num_layers=layers, batch_first=batch_first,
+                       bidirectional=bidirectional)
+        if dt == np.float64:
+            m = m.double()
+        D = 2 if bidirectional else 1
+        x = dg.from_numpy(rng.standard_normal((N, T, I) if batch_first else (T, N, I))
+                          .astype(dt)).requires_grad_(True)
+        args: tuple = ()
+        if initial:
+            h0 = dg.from_numpy(rng.standard_normal((D * layers, N, H)).astype(dt))
+            c0 = dg.from_numpy(rng.standard_normal((D * layers, N, H)).astype(dt))
+            args = ((h0.requires_grad_(True), c0.requires_grad_(True)),)
+        out, (hn, cn) = m(x, *args)
+        weight = dg.from_numpy(rng.standard_normal(out.shape).astype(dt))
+        ((out * weight).sum() + (hn * hn).sum() + (cn * 2).sum()).backward()
+        got = [out.data, hn.data, cn.data, x.grad.data]
+        got += [p.grad.data for p in m.parameters()]
+        if initial:
+            got += [h0.grad.data, c0.grad.data]
+        return [np.array(a) for a in got]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("initial", [False, True])
+def test_lstm_native_equals_numpy_bit_for_bit(monkeypatch, dt, batch_first, bidirectional,
+                                              initial):
+    gates = _Spy(monkeypatch, "lstm_gates")
+    back = _Spy(monkeypatch, "lstm_backward_step")
+    native = _lstm_run(True, dt, batch_first, bidirectional, initial)
+    steps = 7 * 2 * (2 if bidirectional else 1)  # time steps x layers x directions
+    assert gates.calls == steps and back.calls == steps
+    reference = _lstm_run(False, dt, batch_first, bidirectional, initial)
+    assert gates.calls == steps  # the NumPy run did not call the kernels
+    for a, b in zip(native, reference):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_kernels
+def test_lstm_native_gradients_pass_gradcheck():
+    dg.manual_seed(0)
+    m = dg.nn.LSTM(3, 4, batch_first=True).double()
+    x = dg.randn(2, 5, 3, dtype=dg.float64, requires_grad=True)
+    assert dg.autograd.gradcheck(lambda x: m(x)[0], (x,))
+
+
+@needs_kernels
+def test_lstm_native_backward_flushes_tiny_carried_gradients():
+    """Gradients far below the normal range (1e-38) die out on both paths alike."""
+    for native in (True, False):
+        with _native.enabled(native):
+            dg.manual_seed(0)
+            m = dg.nn.LSTM(4, 8)
+            x = dg.randn(30, 2, 4, requires_grad=True)
+            out, _ = m(x)
+            g = np.zeros(out.shape, np.float32)
+            g[-1] = 1e-36
+            out.backward(dg.from_numpy(g))
+            if native:
+                first = x.grad.data.copy()
+    np.testing.assert_array_equal(first, x.grad.data)
+    assert not np.any(np.abs(first[:-3]) > 0)
+
+
+# ---- the optimizers ---------------------------------------------------------------------------
+_OPTIMIZERS = [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.1, momentum=0.9)),
+    ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.3, weight_decay=0.01)),
+    ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, maximize=True, weight_decay=0.1)),
+    ("SGD", dict(lr=0.1, weight_decay=0.1, maximize=True)),
+    ("Adam", dict(lr=1e-3)),
+    ("Adam", dict(lr=1e-2, amsgrad=True, weight_decay=0.1)),
+    ("Adam", dict(lr=1e-2, betas=(0.3, 0.9), maximize=True)),
+    ("AdamW", dict(lr=1e-2, weight_decay=0.1, maximize=True)),
+    ("AdamW", dict(lr=1e-2, amsgrad=True)),
+]
+
+
+def _optimizer_run(native: bool, name: str, kw: dict, dt, sizes) -> list:
+    rng = np.random.default_rng(0)
+    with _native.enabled(native), np.errstate(all="ignore"):  # NaN and inf in the gradients
+        ps = [dg.nn.Parameter(dg.from_numpy(rng.standard_normal(s).astype(dt))) for s in sizes]
+        opt = getattr(dg.optim, name)(ps, **kw)
+        for _ in range(4):
+            for p in ps:
+                g = rng.standard_normal(p.shape).astype(dt)
+                g.flat[:3] = [np.nan, np.inf, 0.0] if g.size > 3 else g.flat[:3]
+                p.grad = dg.from_numpy(g)
+            opt.step()
+        return [p.data.copy() for p in ps] + [
+            np.array(v.data) for st in opt.state.values() for v in st.values()
+            if isinstance(v, dg.Tensor)]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("name,kw", _OPTIMIZERS)
+@pytest.mark.parametrize("sizes", [[(300, 200), (7,)], [(5, 4), (3,), (2, 2)]],
+                         ids=["large", "flat"])
+def test_optimizer_native_equals_numpy_bit_for_bit(monkeypatch, dt, name, kw, sizes):
+    kernel = "sgd_update" if name == "SGD" else "adam_update"
+    spy = _Spy(monkeypatch, kernel)
+    native = _optimizer_run(True, name, kw, dt, sizes)
+    assert spy.calls > 0
+    reference = _optimizer_run(False, name, kw, dt, sizes)
+    for a, b in zip(native, reference):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_kernels
+def test_optimizer_native_skips_arrays_it_cannot_take(monkeypatch):
+    """A non-contiguous parameter goes through NumPy (and comes out the same)."""
+    spy = _Spy(monkeypatch, "sgd_update")
+    base = np.arange(20, dtype=np.float32).reshape(4, 5)
+    p = dg.nn.Parameter(dg.from_numpy(base))
+    p.data = base.T  # a transposed view: not C-contiguous
+    p.grad = dg.from_numpy(np.ones((5, 4), np.float32))
+    dg.optim.SGD([p], lr=0.5).step()
+    assert spy.calls == 0
+    np.testing.assert_array_equal(p.data, np.arange(20, dtype=np.float32).reshape(4, 5).T - 0.5)
+
+
+# ---- building and falling back ----------------------------------------------------------------
+def _fresh_process(env_update: dict, code: str) -> str:
+    env = dict(os.environ, **env_update)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.strip()
+
+
+_PROBE = ("import numpy as np, deepgrad as dg; from deepgrad import _native; "
+          "dg.manual_seed(0); m = dg.nn.LSTM(3, 4); x = dg.randn(5, 2, 3); "
+          "o, _ = m(x); o.sum().backward(); "
+          "print(_native.status()); print(repr(float(m.weight_hh_l0.grad.data.sum())))")
+
+
+def test_without_a_compiler_deepgrad_falls_back_to_numpy(tmp_path):
+    out = _fresh_process({"CC": str(tmp_path / "no-such-cc"), "DEEPGRAD_CACHE": str(tmp_path)},
+                         _PROBE)
+    assert "unavailable, using NumPy" in out and "no C compiler" in out
+    off = _fresh_process({"DEEPGRAD_NATIVE": "0"}, _PROBE)
+    assert off.startswith("native kernels: off")
+    assert out.splitlines()[1] == off.splitlines()[1]  # same gradient, to the last bit
+
+
+def test_a_failing_build_is_reported_and_falls_back(tmp_path):
+    fake = tmp_path / "cc"
+    fake.write_text("#!/bin/sh\necho 'compiler broken' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    out = _fresh_process({"CC": str(fake), "DEEPGRAD_CACHE": str(tmp_path)}, _PROBE)
+    assert "build failed" in out and "compiler broken" in out
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                    reason="no C compiler")
+def test_build_goes_to_the_cache_once_and_is_reused(tmp_path):
+    env = {"DEEPGRAD_CACHE": str(tmp_path)}
+    first = _fresh_process(env, _PROBE)
+    assert "native kernels: on" in first
+    built = list((tmp_path / "native").glob("kernels-*.so"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    second = _fresh_process(env, _PROBE)
+    assert second == first
+    assert built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
+    assert [p.name for p in (tmp_path / "native").iterdir()] == [built[0].name]  # no leftovers
+
+
+def test_import_does_not_build():
+    out = _fresh_process({}, "import deepgrad, sys; from deepgrad import _native; "
+                             "print(_native._state['tried'])")
+    assert out == "False"
+
+
+def test_kernels_keep_rnn_numpy_path_reachable():
+    """With the kernels off, the LSTM runs its NumPy loop (the reference the tests compare to)."""
+    with _native.enabled(False):
+        assert rnn._kernels(np, np.dtype(np.float32)) is None

@@ -225,3 +225,102 @@ def test_kernels_keep_rnn_numpy_path_reachable():
     """With the kernels off, the LSTM runs its NumPy loop (the reference the tests compare to)."""
     with _native.enabled(False):
         assert rnn._kernels(np, np.dtype(np.float32)) is None
+
+
+# ---- activations ------------------------------------------------------------------------------
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("name,kernel", [("tanh", "tanh_backward"), ("sigmoid", "sigmoid_backward"),
+                                         ("relu", "relu_backward")])
+def test_activation_backward_native_equals_numpy_bit_for_bit(monkeypatch, dt, name, kernel):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 5, 6)).astype(dt) * 3
+    x.flat[:5] = [np.nan, np.inf, -np.inf, 0.0, -0.0]
+    g = rng.standard_normal(x.shape).astype(dt)
+    g.flat[5:8] = [np.nan, -np.inf, -0.0]
+    spy = _Spy(monkeypatch, kernel)
+    grads = []
+    for native in (True, False):
+        with _native.enabled(native), np.errstate(all="ignore"):
+            t = dg.from_numpy(x.copy()).requires_grad_(True)
+            getattr(dg, name)(t).backward(dg.from_numpy(g))
+            grads.append(t.grad.data.copy())
+    assert spy.calls == 1
+    np.testing.assert_array_equal(grads[0], grads[1])
+    assert np.array_equal(np.signbit(grads[0]), np.signbit(grads[1]))
+
+
+# ---- convolution ------------------------------------------------------------------------------
+# (N, C, H, W, O, kernel, stride, padding, dilation): every case is one the native kernels take
+# (output rows of 8 or more, C*kh*kw <= 400)
+_CONVS = [
+    (2, 1, 12, 12, 6, 5, 1, 2, 1),     # LeNet's first layer, shrunk: weight grad by patches
+    (3, 6, 14, 14, 16, 5, 1, 0, 1),    # LeNet's second layer: weight grad by the kernel
+    (2, 3, 21, 19, 20, 3, 2, 1, 1),    # stride 2, odd sizes, 20 output channels (3 blocks)
+    (2, 2, 16, 18, 9, 3, 1, 2, 2),     # dilation
+    (1, 4, 11, 30, 8, 3, 1, (0, 1), 1),
+]
+
+
+def _conv_run(native: bool, dt, case, transpose: bool = False):
+    n, c, h, w, o, k, s, p, d = case
+    rng = np.random.default_rng(2)
+    with _native.enabled(native):
+        x = dg.from_numpy(rng.standard_normal((n, c, h, w)).astype(dt)).requires_grad_(True)
+        if transpose:
+            wt = dg.from_numpy(rng.standard_normal((c, o, k, k)).astype(dt)).requires_grad_(True)
+            b = dg.from_numpy(rng.standard_normal(o).astype(dt)).requires_grad_(True)
+            y = dg.nn.functional.conv_transpose2d(x, wt, b, stride=s, padding=p, dilation=d)
+        else:
+            wt = dg.from_numpy(rng.standard_normal((o, c, k, k)).astype(dt)).requires_grad_(True)
+            b = dg.from_numpy(rng.standard_normal(o).astype(dt)).requires_grad_(True)
+            y = dg.nn.functional.conv2d(x, wt, b, stride=s, padding=p, dilation=d)
+        gy = rng.standard_normal(y.shape).astype(dt)
+        y.backward(dg.from_numpy(gy))
+        return [y.data.copy(), x.grad.data.copy(), wt.grad.data.copy(), b.grad.data.copy()]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("case", _CONVS, ids=lambda c: "x".join(map(str, c[:5])))
+def test_conv2d_native_matches_numpy(monkeypatch, dt, case):
+    forward = _Spy(monkeypatch, "conv2d_direct")
+    native = _conv_run(True, dt, case)
+    assert forward.calls >= 1
+    reference = _conv_run(False, dt, case)
+    tol = dict(rtol=2e-5, atol=2e-5) if dt == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    for a, b in zip(native, reference):
+        np.testing.assert_allclose(a, b, **tol)
+
+
+@needs_kernels
+def test_conv2d_native_kernels_are_the_ones_used(monkeypatch):
+    spies = {name: _Spy(monkeypatch, name) for name in
+             ("conv2d_direct", "conv2d_weight_grad", "im2col")}
+    _conv_run(True, np.float32, _CONVS[1])  # 16 output channels: weight grad by the kernel
+    assert spies["conv2d_direct"].calls == 2  # forward and input grad (6 channels)
+    assert spies["conv2d_weight_grad"].calls == 1 and spies["im2col"].calls == 0
+    _conv_run(True, np.float32, _CONVS[0])  # 6 output channels: patches and a GEMM
+    assert spies["im2col"].calls == 1
+    # the input grad of a 1-channel input is BLAS's: the forward only
+    assert spies["conv2d_direct"].calls == 2 + 1
+
+
+@needs_kernels
+@pytest.mark.parametrize("case", [(2, 3, 9, 10, 4, 3, 1, 1, 1), (1, 2, 12, 9, 3, 3, 1, 0, 1)])
+def test_conv_transpose2d_native_matches_numpy(case):
+    native = _conv_run(True, np.float64, case, transpose=True)
+    reference = _conv_run(False, np.float64, case, transpose=True)
+    for a, b in zip(native, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@needs_kernels
+def test_conv2d_native_passes_gradcheck():
+    x = dg.randn(2, 2, 9, 10, dtype=dg.float64, requires_grad=True)
+    w = dg.randn(5, 2, 3, 3, dtype=dg.float64, requires_grad=True)
+    b = dg.randn(5, dtype=dg.float64, requires_grad=True)
+    assert dg.autograd.gradcheck(
+        lambda x, w, b: dg.nn.functional.conv2d(x, w, b, padding=1), (x, w, b))
+    assert dg.autograd.gradcheck(
+        lambda x, w, b: dg.nn.functional.conv2d(x, w, b, stride=2, dilation=2), (x, w, b))

@@ -52,8 +52,14 @@ _SIGNATURES: dict[str, tuple] = {
     "lstm_gates": (_P, _P, _P, _L),
     "lstm_output": (_P, _P, _P, _P, _L, _L, _L),
     "lstm_backward_step": (_P, _P, _P, _P, _L, _L, _P, _L, _L, _P, _P, _L, _L, _I),
+    "tanh_backward": (_P, _P, _P, _L),
+    "sigmoid_backward": (_P, _P, _P, _L),
+    "relu_backward": (_P, _P, _P, _L),
     "sgd_update": (_P, _P, _P, _L, "T", "T", "T", "T", _I),
     "adam_update": (_P, _P, _P, _P, _P, _L, "T", "T", "T", "T", "T", "T", "T", "T", _I),
+    "conv2d_direct": (_P, _L, _L, _L, _L, _P, _L, _L, _L, _P, _P, _L, _L, _L, _L, _L, _L),
+    "conv2d_weight_grad": (_P, _L, _L, _L, _L, _P, _L, _L, _L, _L, _L, _L, _L, _L, _L, _P),
+    "im2col": (_P, _L, _L, _L, _L, _L, _L, _P, _L, _L, _L, _L, _L, _L),
 }
 
 
@@ -186,6 +192,17 @@ def enabled(on: bool) -> Iterator[None]:
         yield
     finally:
         _state["on"] = before
+
+
+def unary_operands(y: np.ndarray, g: np.ndarray):
+    """The kernels for an activation's backward on its saved output ``y`` and the gradient
+    ``g``, or None: both float32 or float64 of one dtype and shape, C-contiguous."""
+    dt = y.dtype
+    if (dt != np.float32 and dt != np.float64) or g.dtype != dt or g.shape != y.shape:
+        return None
+    if not (y.flags.c_contiguous and g.flags.c_contiguous):
+        return None
+    return lib()
 
 
 def address(a: np.ndarray) -> int:

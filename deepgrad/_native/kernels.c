@@ -104,6 +104,20 @@ void lstm_backward_step_##S(T *restrict a, const T *restrict tc, const T *restri
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
+/* Activation gradients from the saved output y, in one pass (deepgrad/ops/elementwise.py). */ \
+void tanh_backward_##S(const T *restrict y, const T *restrict g, T *restrict out, long n) {    \
+    for (long k = 0; k < n; k++) out[k] = g[k] * ((T)1 - y[k] * y[k]);                         \
+}                                                                                               \
+                                                                                                \
+void sigmoid_backward_##S(const T *restrict y, const T *restrict g, T *restrict out, long n) { \
+    for (long k = 0; k < n; k++) out[k] = ((T)1 - y[k]) * y[k] * g[k];                          \
+}                                                                                               \
+                                                                                                \
+/* the mask y > 0 as 1 or 0, times g: NaN in y passes no gradient; g * 0 keeps its sign */      \
+void relu_backward_##S(const T *restrict y, const T *restrict g, T *restrict out, long n) {    \
+    for (long k = 0; k < n; k++) out[k] = g[k] * (y[k] > 0 ? (T)1 : (T)0);                      \
+}                                                                                               \
+                                                                                                \
 /* The optimizer kernels work through the parameters in blocks that stay in L1, with one      \
  * simple (vectorisable) loop per NumPy call of the reference update and the branches outside \
  * the loops. */                                                                                \
@@ -196,3 +210,177 @@ static inline double sqrtf64_(double x) { return sqrt(x); }
 
 KERNELS(float, f32)
 KERNELS(double, f64)
+
+/* ---- convolution ----------------------------------------------------------------------------
+ * Direct 2-d convolution for layers with few input channels times taps (LeNet's), where a GEMM
+ * over a patch matrix has too few rows for BLAS to run well. Unlike the kernels above these
+ * sum in their own order, so results match the NumPy path to rounding, not bit for bit; they
+ * may contract multiplies and adds into FMAs. */
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+
+#define CONV_OB 8 /* output channels per register block */
+
+/* a register of VL lanes, written with GCC's vector extensions so the block of accumulators
+ * below stays in registers (on AVX2 the compiler splits each into two halves) */
+typedef float vec_f32 __attribute__((vector_size(64)));
+typedef double vec_f64 __attribute__((vector_size(64)));
+
+#define CONV_KERNELS(T, S, VL)                                                                  \
+typedef struct {                                                                                \
+    const T *xp; long N, C, Hp, Wp; const T *w; long O, kh, kw; const T *bias; T *y;            \
+    long OH, OW, sh, sw, dh, dw;                                                                \
+} conv_args_##S;                                                                                \
+                                                                                                \
+static void conv_images_##S(const conv_args_##S *a, long n0, long n1) {                         \
+    const T *restrict xp = a->xp, *restrict w = a->w, *restrict bias = a->bias;                 \
+    T *restrict y = a->y;                                                                       \
+    long C = a->C, Hp = a->Hp, Wp = a->Wp, O = a->O, kh = a->kh, kw = a->kw;                    \
+    long OH = a->OH, OW = a->OW, sh = a->sh, sw = a->sw, dh = a->dh, dw = a->dw;                \
+    long wo = C * kh * kw; /* weight stride between output channels */                         \
+    long rs = sh * Wp;     /* input stride between the block's two output rows */              \
+    for (long n = n0; n < n1; n++)                                                              \
+    for (long o0 = 0; o0 < O; o0 += CONV_OB)                                                    \
+    for (long oy = 0; oy < OH; oy += 2)                                                         \
+    for (long x0 = 0; x0 < OW; x0 += VL) {                                                      \
+        /* two output rows per block: each weight broadcast feeds two FMAs, which keeps the   \
+         * loads (one per FMA with a memory operand) from being the bottleneck; a second row  \
+         * past the last is computed from the slack and dropped */                             \
+        vec_##S acc[CONV_OB], acc2[CONV_OB];                                                    \
+        for (int b = 0; b < CONV_OB; b++) acc[b] = acc2[b] = (vec_##S){0};                      \
+        for (long c = 0; c < C; c++)                                                            \
+        for (long i = 0; i < kh; i++) {                                                         \
+            const T *xr = xp + ((n * C + c) * Hp + oy * sh + i * dh) * Wp + x0 * sw;            \
+            const T *wr = w + (o0 * C + c) * kh * kw + i * kw;                                  \
+            for (long j = 0; j < kw; j++) {                                                     \
+                vec_##S xv, xv2;                                                                \
+                const T *xs = xr + j * dw;                                                      \
+                if (sw == 1) {                                                                  \
+                    memcpy(&xv, xs, sizeof xv);                                                 \
+                    memcpy(&xv2, xs + rs, sizeof xv2);                                          \
+                } else {                                                                        \
+                    T tmp[VL], tmp2[VL];                                                        \
+                    for (int l = 0; l < VL; l++) tmp[l] = xs[l * sw];                           \
+                    for (int l = 0; l < VL; l++) tmp2[l] = xs[rs + l * sw];                     \
+                    memcpy(&xv, tmp, sizeof xv);                                                \
+                    memcpy(&xv2, tmp2, sizeof xv2);                                             \
+                }                                                                               \
+                for (int b = 0; b < CONV_OB; b++) {                                             \
+                    T wv = wr[b * wo + j];                                                      \
+                    acc[b] += wv * xv;                                                          \
+                    acc2[b] += wv * xv2;                                                        \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+        long xl = OW - x0 < VL ? OW - x0 : VL;                                                  \
+        long ob = O - o0 < CONV_OB ? O - o0 : CONV_OB;                                          \
+        for (long b = 0; b < ob; b++) {                                                         \
+            T *yr = y + ((n * O + o0 + b) * OH + oy) * OW + x0;                                 \
+            T out[VL];                                                                          \
+            T bb = bias ? bias[o0 + b] : (T)0;                                                  \
+            memcpy(out, &acc[b], sizeof out);                                                   \
+            for (long l = 0; l < xl; l++) yr[l] = out[l] + bb;                                  \
+            if (oy + 1 < OH) {                                                                  \
+                memcpy(out, &acc2[b], sizeof out);                                              \
+                for (long l = 0; l < xl; l++) yr[OW + l] = out[l] + bb;                         \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* y (N, O, OH, OW) = conv(xp, w) (+ bias), xp the zero-padded input (N, C, Hp, Wp) followed \
+ * by at least sh*Wp + VL*sw elements of slack (read into lanes that are dropped), w (Opad, C, \
+ * kh, kw) with Opad a multiple of CONV_OB (rows past O zero). Register block: CONV_OB output \
+ * channels x VL output columns x two output rows. (A second thread over half the images      \
+ * gained nothing in training: BLAS's threads still spin on the other core after each GEMM.)  \
+ */                                                                                             \
+void conv2d_direct_##S(const T *xp, long N, long C, long Hp, long Wp, const T *w, long O,      \
+                       long kh, long kw, const T *bias, T *y, long OH, long OW, long sh,        \
+                       long sw, long dh, long dw) {                                             \
+    conv_args_##S a = {xp, N, C, Hp, Wp, w, O, kh, kw, bias, y, OH, OW, sh, sw, dh, dw};        \
+    conv_images_##S(&a, 0, N);                                                                  \
+}                                                                                               \
+                                                                                                \
+/* Weight gradient of a convolution, lanes over output channels: gw (C*kh*kw, Opad) with      \
+ * gw[c,i,j][o] = sum over n, oy, ox of gyt[n,oy,ox][o] * xp[n, c, oy*sh + i*dh, ox*sw + j*dw] \
+ * from gyt, the output gradient pixel-major (N, OH, OW, Opad) with Opad a multiple of VL      \
+ * (lanes past O zero), and the padded input xp (N, C, Hp, Wp). Four output pixels per pass   \
+ * share each accumulator's load and store. */                                                 \
+void conv2d_weight_grad_##S(const T *restrict xp, long N, long C, long Hp, long Wp,            \
+                            const T *restrict gyt, long Opad, long OH, long OW, long kh,        \
+                            long kw, long sh, long sw, long dh, long dw, T *restrict gw) {      \
+    long taps = C * kh * kw;                                                                    \
+    for (long k = 0; k < taps * Opad; k++) gw[k] = 0;                                           \
+    for (long o0 = 0; o0 < Opad; o0 += VL)                                                      \
+    for (long n = 0; n < N; n++)                                                                \
+    for (long oy = 0; oy < OH; oy++) {                                                          \
+        const T *grow = gyt + ((n * OH + oy) * OW) * Opad + o0;                                 \
+        long ox = 0;                                                                            \
+        for (; ox + 4 <= OW; ox += 4) {                                                         \
+            vec_##S g0, g1, g2, g3;                                                             \
+            memcpy(&g0, grow + (ox + 0) * Opad, sizeof g0);                                     \
+            memcpy(&g1, grow + (ox + 1) * Opad, sizeof g1);                                     \
+            memcpy(&g2, grow + (ox + 2) * Opad, sizeof g2);                                     \
+            memcpy(&g3, grow + (ox + 3) * Opad, sizeof g3);                                     \
+            for (long c = 0; c < C; c++)                                                        \
+            for (long i = 0; i < kh; i++) {                                                     \
+                const T *xr = xp + ((n * C + c) * Hp + oy * sh + i * dh) * Wp + ox * sw;        \
+                T *ar = gw + ((c * kh + i) * kw) * Opad + o0;                                   \
+                for (long j = 0; j < kw; j++) {                                                 \
+                    const T *xs = xr + j * dw;                                                  \
+                    vec_##S acc;                                                                \
+                    memcpy(&acc, ar + j * Opad, sizeof acc);                                    \
+                    acc += g0 * xs[0];                                                          \
+                    acc += g1 * xs[sw];                                                         \
+                    acc += g2 * xs[2 * sw];                                                     \
+                    acc += g3 * xs[3 * sw];                                                     \
+                    memcpy(ar + j * Opad, &acc, sizeof acc);                                    \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+        for (; ox < OW; ox++) {                                                                 \
+            vec_##S g0;                                                                         \
+            memcpy(&g0, grow + ox * Opad, sizeof g0);                                           \
+            for (long c = 0; c < C; c++)                                                        \
+            for (long i = 0; i < kh; i++) {                                                     \
+                const T *xr = xp + ((n * C + c) * Hp + oy * sh + i * dh) * Wp + ox * sw;        \
+                T *ar = gw + ((c * kh + i) * kw) * Opad + o0;                                   \
+                for (long j = 0; j < kw; j++) {                                                 \
+                    vec_##S acc;                                                                \
+                    memcpy(&acc, ar + j * Opad, sizeof acc);                                    \
+                    acc += g0 * xr[j * dw];                                                     \
+                    memcpy(ar + j * Opad, &acc, sizeof acc);                                    \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+}
+
+CONV_KERNELS(float, f32, 16)
+CONV_KERNELS(double, f64, 8)
+#pragma GCC pop_options
+
+/* Patch matrix cols (C*kh*kw, N*OH*OW), rows (c, i, j), columns (n, oy, ox), from the padded
+ * input xp (N, C, Hp, Wp): a copy, exact. */
+#define IM2COL(T, S)                                                                            \
+void im2col_##S(const T *restrict xp, long N, long C, long Hp, long Wp, long kh, long kw,      \
+                T *restrict cols, long OH, long OW, long sh, long sw, long dh, long dw) {       \
+    long m = N * OH * OW;                                                                       \
+    for (long c = 0; c < C; c++)                                                                \
+    for (long i = 0; i < kh; i++)                                                               \
+    for (long j = 0; j < kw; j++) {                                                             \
+        T *row = cols + ((c * kh + i) * kw + j) * m;                                            \
+        for (long n = 0; n < N; n++)                                                            \
+        for (long oy = 0; oy < OH; oy++) {                                                      \
+            const T *src = xp + ((n * C + c) * Hp + oy * sh + i * dh) * Wp + j * dw;            \
+            T *dst = row + (n * OH + oy) * OW;                                                  \
+            if (sw == 1)                                                                        \
+                memcpy(dst, src, OW * sizeof(T));                                               \
+            else                                                                                \
+                for (long ox = 0; ox < OW; ox++) dst[ox] = src[ox * sw];                        \
+        }                                                                                       \
+    }                                                                                           \
+}
+
+IM2COL(float, f32)
+IM2COL(double, f64)

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .. import backend
+from .. import _native, backend
 from ..autograd.function import Function
 from ..tensor import Tensor
 from .shape import pad_widths
@@ -357,11 +357,146 @@ _PER_IMAGE_MAX_BYTES = 4 << 20
 _KEEP_COLS_BYTES = 32 << 20
 
 
+# ---- the native direct convolution (deepgrad._native) ---------------------------------------
+# For layers with few input channels times taps (LeNet's first two), a GEMM over the patch
+# matrix has a handful of rows and runs far below BLAS speed, and building the matrix costs more
+# than the arithmetic. The native kernel convolves the padded input directly, a block of output
+# channels by a block of output columns in registers; results equal the GEMM's to rounding.
+# Taken for one group, output rows of at least _NATIVE_MIN_OW (its lanes run along a row) and
+# reductions of at most _NATIVE_MAX_K = C*kh*kw. Measured at 2 threads (forward, native vs
+# BLAS): LeNet's 1-6 5x5 0.40 vs 0.85 ms and 6-16 5x5 0.49 vs 1.18 ms at batch 64, 16-16 5x5
+# (K 400) 1.27 vs 3.04 ms, 32-32 3x3 on 16x16 (K 288) 3.9 vs 5.4 ms; but 64-64 3x3 on 32x32
+# (K 576) 38 vs 24 ms, where BLAS runs near its peak.
+_NATIVE_MIN_OW = 8
+_NATIVE_MAX_K = 400
+_NATIVE_OB = 8  # output channels per register block (CONV_OB in kernels.c)
+# the input gradient runs the same kernel with the input channels as its outputs: with fewer
+# than half a block of them it lost to BLAS (1 channel: 2.3 vs 1.5 ms, 3: 3.4 vs 3.0 ms)
+_NATIVE_MIN_C_INPUT_GRAD = 4
+
+
+def _native_kernels(g: _Geom, dt: np.dtype, reduction: int, width: int):
+    if g.G != 1 or width < _NATIVE_MIN_OW or reduction > _NATIVE_MAX_K:
+        return None
+    if dt != np.float32 and dt != np.float64:
+        return None
+    return _native.lib()
+
+
+def _padded_flat(x: np.ndarray, top: int, bottom: int, left: int, right: int, slack: int):
+    """x (N, C, H, W) zero-padded, as a flat scratch array with ``slack`` zeros after it."""
+    n, c, h, w = x.shape
+    hp, wp = h + top + bottom, w + left + right
+    size = n * c * hp * wp
+    flat = _scratch.get((size + slack,), x.dtype)
+    flat[size:] = 0
+    v = flat[:size].reshape(n, c, hp, wp)
+    _zero_margins(v, top, top + h, left, left + w)
+    v[:, :, top:top + h, left:left + w] = x
+    return flat
+
+
+def _blocked_weight(w: np.ndarray) -> np.ndarray:
+    """w (O, C, kh, kw) with zero output channels appended up to a multiple of the block."""
+    o = w.shape[0]
+    op = -(-o // _NATIVE_OB) * _NATIVE_OB
+    if op == o and w.flags.c_contiguous:
+        return w
+    wp = np.zeros((op,) + w.shape[1:], w.dtype)
+    wp[:o] = w
+    return wp
+
+
+def _direct(kern, xflat: np.ndarray, shape: tuple, w: np.ndarray, b, out_hw: tuple,
+            stride: tuple, dilation: tuple) -> np.ndarray:
+    n, c, hp, wp = shape
+    o, _, kh, kw = w.shape
+    oh, ow = out_hw
+    wb = _blocked_weight(w)
+    y = backend.empty((n, o, oh, ow), w.dtype)
+    addr = _native.address
+    kern.conv2d_direct[w.dtype](addr(xflat), n, c, hp, wp, addr(wb), o, kh, kw,
+                                None if b is None else addr(np.ascontiguousarray(b)), addr(y),
+                                oh, ow, stride[0], stride[1], dilation[0], dilation[1])
+    return y
+
+
+def _slack(dt: np.dtype, sh: int, sw: int, wp: int) -> int:
+    """What the kernel may read past the padded input: a row pair's second row, a vector."""
+    return sh * wp + (64 // dt.itemsize) * sw
+
+
+def _native_forward(kern, x: np.ndarray, w: np.ndarray, b, g: _Geom, keep: bool):
+    """``_conv_forward`` by the direct kernel; saves the padded input (flat, 1-d) when keep."""
+    flat = _padded_flat(x, g.pt, g.pb, g.pl, g.pr, _slack(x.dtype, g.sh, g.sw, g.Wp))
+    y = _direct(kern, flat, (g.N, g.C, g.Hp, g.Wp), w, b, (g.OH, g.OW), (g.sh, g.sw),
+                (g.dh, g.dw))
+    if keep:
+        return y, flat
+    _scratch.put(flat)
+    return y, None
+
+
+def _native_im2col(kern, flat: np.ndarray, g: _Geom) -> np.ndarray:
+    """The patch matrix (1, C*kh*kw, N*OH*OW) of the flat padded input a native forward saved
+    (a scratch array)."""
+    cols = _scratch.get((1, g.C * g.kh * g.kw, g.N * g.OH * g.OW), flat.dtype)
+    kern.im2col[flat.dtype](_native.address(flat), g.N, g.C, g.Hp, g.Wp, g.kh, g.kw,
+                            _native.address(cols), g.OH, g.OW, g.sh, g.sw, g.dh, g.dw)
+    return cols
+
+
+def _native_weight_grad(kern, flat: np.ndarray, gy: np.ndarray, g: _Geom) -> np.ndarray:
+    """gw (O, C, kh, kw) from the flat padded input a native forward saved: the kernel runs
+    its lanes over output channels, so gy goes pixel-major, (N, OH, OW, O) padded to a whole
+    number of lanes."""
+    dt = gy.dtype
+    lanes = 64 // dt.itemsize
+    opad = -(-g.O // lanes) * lanes
+    gyt = _scratch.get((g.N, g.OH, g.OW, opad), dt)
+    if opad > g.O:
+        gyt[..., g.O:] = 0
+    np.copyto(gyt[..., :g.O], gy.transpose(0, 2, 3, 1))
+    acc = np.empty((g.C * g.kh * g.kw, opad), dt)
+    addr = _native.address
+    kern.conv2d_weight_grad[dt](addr(flat), g.N, g.C, g.Hp, g.Wp, addr(gyt), opad, g.OH, g.OW,
+                                g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, addr(acc))
+    _scratch.put(gyt)
+    return np.ascontiguousarray(acc[:, :g.O].T).reshape(g.O, g.C, g.kh, g.kw)
+
+
+def _native_input_grad(gy: np.ndarray, w: np.ndarray, g: _Geom, b_out):
+    """The input gradient of a stride-1 convolution as the direct convolution of gy, padded by
+    the kernel's reach less the forward padding, with the flipped, transposed weight; None when
+    the native kernel does not apply."""
+    if g.sh != 1 or g.sw != 1:
+        return None
+    # gy padded to (H + reach, W + reach); a transposed convolution's output padding leaves
+    # input rows no output sees, which shows as less padding at the bottom or right
+    top, left = g.dh * (g.kh - 1) - g.pt, g.dw * (g.kw - 1) - g.pl
+    bottom = g.H + g.dh * (g.kh - 1) - g.OH - top
+    right = g.W + g.dw * (g.kw - 1) - g.OW - left
+    if min(top, bottom, left, right) < 0 or g.C < _NATIVE_MIN_C_INPUT_GRAD:
+        return None
+    kern = _native_kernels(g, gy.dtype, g.O * g.kh * g.kw, g.W)
+    if kern is None:
+        return None
+    flat = _padded_flat(gy, top, bottom, left, right, _slack(gy.dtype, 1, 1, g.OW + left + right))
+    wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    gx = _direct(kern, flat, (g.N, g.O, g.OH + top + bottom, g.OW + left + right), wt, b_out,
+                 (g.H, g.W), (1, 1), (g.dh, g.dw))
+    _scratch.put(flat)
+    return gx
+
+
 def _conv_forward(x: np.ndarray, w: np.ndarray, b, g: _Geom, keep: bool):
     """Convolution of x (N, C, H, W) plus bias b; returns (y (N, O, OH, OW), saved) with
     ``saved`` what ``_conv_backward`` needs for the weight gradient (None unless ``keep``): a
     scratch array holding the patch matrix or the padded input, to hand back to ``_scratch``
     once backward is done with it."""
+    kern = _native_kernels(g, x.dtype, g.C * g.kh * g.kw, g.OW)
+    if kern is not None:
+        return _native_forward(kern, x, w, b, g, keep)
     w2 = w.reshape(g.G, g.Og, -1)
     if g.grid:
         buf = _padded_cmajor(x, g, g.tail)
@@ -438,6 +573,45 @@ def _conv_backward(gy: np.ndarray, w: np.ndarray, saved, g: _Geom, need_x: bool,
     Returns (gx, gw): gx (N, C, H, W) (plus ``b_out`` per channel when given, used by
     conv_transpose for its bias), gw (O, Cg, kh, kw); None for what is not needed.
     """
+    gx = _native_input_grad(gy, w, g, b_out) if need_x else None
+    if saved is not None and saved.ndim == 1:  # the flat padded input of a native forward
+        gw = None
+        if need_w:
+            kern = _native.lib()
+            lanes = 64 // gy.itemsize
+            if 2 * g.O >= -(-g.O // lanes) * lanes:
+                gw = _native_weight_grad(kern, saved, gy, g)
+            else:  # most lanes would idle: patches and a GEMM (LeNet's 6-channel conv: 1.4x)
+                cols = _native_im2col(kern, saved, g)
+                gw = _weight_grad_from_cols(cols, gy, g)
+                _scratch.put(cols)
+        if need_x and gx is None:
+            gx = _conv_backward_numpy(gy, w, None, g, True, False, b_out)[0]
+        return gx, gw
+    if gx is not None:
+        return gx, _conv_backward_numpy(gy, w, saved, g, False, need_w)[1]
+    return _conv_backward_numpy(gy, w, saved, g, need_x, need_w, b_out)
+
+
+def _weight_grad_from_cols(cols: np.ndarray, gy: np.ndarray, g: _Geom) -> np.ndarray:
+    """gw (O, C, kh, kw) from the patch matrix cols (1, K, N*P) of a one-group convolution."""
+    K = cols.shape[1]
+    P = g.OH * g.OW
+    if P >= _PER_IMAGE_MIN_P_W and g.N * K * g.O * gy.itemsize <= _PER_IMAGE_MAX_BYTES:
+        part = np.matmul(cols[0].reshape(K, g.N, P).transpose(1, 0, 2),
+                         gy.reshape(g.N, g.O, P).transpose(0, 2, 1))  # (N, K, O)
+        gw = part.sum(axis=0)
+    else:
+        gyc = _scratch.get((g.O, g.N, g.OH, g.OW), gy.dtype)
+        np.copyto(gyc, gy.transpose(1, 0, 2, 3))
+        gw = _matmul_long_nt(cols, gyc.reshape(1, g.O, -1))[0]
+        _scratch.put(gyc)
+    return gw.T.reshape(g.O, g.C, g.kh, g.kw)
+
+
+def _conv_backward_numpy(gy: np.ndarray, w: np.ndarray, saved, g: _Geom, need_x: bool,
+                         need_w: bool, b_out=None):
+    """``_conv_backward`` by BLAS and NumPy alone."""
     gx = gw = None
     m = g.M
     kk = g.kh * g.kw

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend
+from .. import _native, backend
 from ..autograd.function import Function
 from ..tensor import Tensor, _make
 
@@ -378,6 +378,17 @@ class Cos(Function):
         return (-grad * np.sin(self.x),)
 
 
+def _native_backward(name: str, y: np.ndarray, grad: np.ndarray, out: np.ndarray) -> bool:
+    """An activation's gradient in one pass by the native kernel ``name`` (the same float
+    operations as the NumPy lines it stands in for); False where it does not apply."""
+    k = _native.unary_operands(y, grad)
+    if k is None:
+        return False
+    addr = _native.address
+    getattr(k, name)[y.dtype](addr(y), addr(grad), addr(out), y.size)
+    return True
+
+
 class Relu(Function):
     saves_inputs = False
     saves_output = True
@@ -397,6 +408,8 @@ class Relu(Function):
         # the mask as 0/1 floats in the output array, then one multiply: no bool temporary
         # (NaN > 0 is false, so a NaN output passes no gradient, as in PyTorch)
         out = backend.empty(np.broadcast_shapes(grad.shape, y.shape), dt)
+        if _native_backward("relu_backward", y, grad, out):
+            return (out,)
         np.greater(y, 0, out=out)
         np.multiply(grad, out, out=out)
         return (out,)
@@ -421,6 +434,8 @@ class Sigmoid(Function):
     def backward(self, grad):
         y = self.y
         out = backend.empty(np.broadcast_shapes(grad.shape, y.shape), np.result_type(grad, y))
+        if _native_backward("sigmoid_backward", y, grad, out):
+            return (out,)
         np.subtract(1, y, out=out)
         out *= y
         out *= grad
@@ -439,6 +454,8 @@ class Tanh(Function):
         # in place on one array the op owns: a fresh temporary per step costs page faults
         y = self.y
         out = backend.empty(np.broadcast_shapes(grad.shape, y.shape), np.result_type(grad, y))
+        if _native_backward("tanh_backward", y, grad, out):
+            return (out,)
         np.multiply(y, y, out=out)
         np.subtract(1, out, out=out)
         np.multiply(grad, out, out=out)

@@ -195,9 +195,9 @@ void adam_update_##S(T *restrict p, const T *restrict d, T *restrict m, T *restr
         for (long k = 0; k < c; k++) vs[k] = vs[k] * b2 + (gp[k] * omb2) * gp[k];              \
         if (ams) {                                                                              \
             T *xs = vmax + s;                                                                   \
-            /* np.maximum: a NaN on either side wins */                                         \
+            /* np.maximum: a NaN on either side wins, ties give the second */                   \
             for (long k = 0; k < c; k++)                                                        \
-                xs[k] = (xs[k] != xs[k] || xs[k] >= vs[k]) ? xs[k] : vs[k];                     \
+                xs[k] = (xs[k] != xs[k] || xs[k] > vs[k]) ? xs[k] : vs[k];                      \
             vp = xs;                                                                            \
         }                                                                                       \
         for (long k = 0; k < c; k++)                                                            \

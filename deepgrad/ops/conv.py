@@ -31,6 +31,16 @@ grid and kh*kw adds of shifted long rows (cheaper than col2im's short strided ro
 cache-sized block of grid columns at a time; but col2im when outputs cover little of the grid
 (a 5x5 input to a 1x1 output would make the grid GEMM 25x the work).
 
+Native direct convolution (optional, ``deepgrad._native``). Where a C compiler is at hand and
+the reduction ``C*kh*kw`` is small (LeNet's layers), BLAS runs the GEMMs above with a handful
+of rows, far below its speed, and building the patch matrix costs more than the arithmetic.
+A native kernel then convolves the zero-padded input directly, blocks of 8 output channels by
+a vector of output columns by two output rows in registers; the input gradient (stride 1) is
+the same kernel on the padded ``gy`` with the flipped, transposed weight; the weight gradient
+runs its lanes over output channels, or, for few of them, copies patch matrices of a few
+images at a time for GEMMs. These sum in their own order: results equal the NumPy path's to
+rounding (``tests/test_native.py``). Without the kernels, everything runs as described above.
+
 Large temporaries come from ``_scratch``, a small pool of reused arrays, and outputs and
 gradients from ``backend.empty`` (reused once nothing refers to them): on the machines this
 was measured on, first touching a fresh multi-megabyte array (a page fault per 4 KiB) cost more
@@ -389,9 +399,11 @@ def _padded_flat(x: np.ndarray, top: int, bottom: int, left: int, right: int, sl
     hp, wp = h + top + bottom, w + left + right
     size = n * c * hp * wp
     flat = _scratch.get((size + slack,), x.dtype)
-    flat[size:] = 0
     v = flat[:size].reshape(n, c, hp, wp)
-    _zero_margins(v, top, top + h, left, left + w)
+    if top or bottom or left or right:
+        flat.fill(0)  # one memset: zeroing only the margins is many short strided writes
+    else:
+        flat[size:] = 0
     v[:, :, top:top + h, left:left + w] = x
     return flat
 
@@ -437,13 +449,31 @@ def _native_forward(kern, x: np.ndarray, w: np.ndarray, b, g: _Geom, keep: bool)
     return y, None
 
 
-def _native_im2col(kern, flat: np.ndarray, g: _Geom) -> np.ndarray:
-    """The patch matrix (1, C*kh*kw, N*OH*OW) of the flat padded input a native forward saved
-    (a scratch array)."""
-    cols = _scratch.get((1, g.C * g.kh * g.kw, g.N * g.OH * g.OW), flat.dtype)
-    kern.im2col[flat.dtype](_native.address(flat), g.N, g.C, g.Hp, g.Wp, g.kh, g.kw,
-                            _native.address(cols), g.OH, g.OW, g.sh, g.sw, g.dh, g.dw)
-    return cols
+# images per patch matrix for the weight gradient by patches: the matrix stays in cache
+# between the copy that builds it and the GEMM that reads it (LeNet's first layer at batch 64:
+# 0.63 vs 0.84 ms for one matrix of all images)
+_PATCH_BLOCK_BYTES = 1280 << 10
+
+
+def _native_weight_grad_patches(kern, flat: np.ndarray, gy: np.ndarray, g: _Geom) -> np.ndarray:
+    """gw (O, C, kh, kw) from the flat padded input a native forward saved, by patch matrices
+    of a block of images at a time (natively copied) and GEMMs."""
+    dt = flat.dtype
+    K = g.C * g.kh * g.kw
+    P = g.OH * g.OW
+    block = max(1, min(g.N, _PATCH_BLOCK_BYTES // (K * P * dt.itemsize)))
+    cols = _scratch.get((K, block * P), dt)
+    image = g.C * g.Hp * g.Wp * dt.itemsize
+    base, out = _native.address(flat), _native.address(cols)
+    gw = None
+    for n0 in range(0, g.N, block):
+        n = min(block, g.N - n0)
+        kern.im2col[dt](base + n0 * image, n, g.C, g.Hp, g.Wp, g.kh, g.kw, out, g.OH, g.OW,
+                        g.sh, g.sw, g.dh, g.dw)
+        part = _weight_grad_from_cols(cols[:, :n * P], gy[n0:n0 + n])
+        gw = part if gw is None else gw + part
+    _scratch.put(cols)
+    return gw.T.reshape(g.O, g.C, g.kh, g.kw)
 
 
 def _native_weight_grad(kern, flat: np.ndarray, gy: np.ndarray, g: _Geom) -> np.ndarray:
@@ -581,10 +611,9 @@ def _conv_backward(gy: np.ndarray, w: np.ndarray, saved, g: _Geom, need_x: bool,
             lanes = 64 // gy.itemsize
             if 2 * g.O >= -(-g.O // lanes) * lanes:
                 gw = _native_weight_grad(kern, saved, gy, g)
-            else:  # most lanes would idle: patches and a GEMM (LeNet's 6-channel conv: 1.4x)
-                cols = _native_im2col(kern, saved, g)
-                gw = _weight_grad_from_cols(cols, gy, g)
-                _scratch.put(cols)
+            else:  # most lanes would idle: patches and a GEMM (LeNet's 6-channel conv: 1.9x;
+                # lanes along the output rows instead measured no better than lanes idling)
+                gw = _native_weight_grad_patches(kern, saved, gy, g)
         if need_x and gx is None:
             gx = _conv_backward_numpy(gy, w, None, g, True, False, b_out)[0]
         return gx, gw
@@ -593,20 +622,21 @@ def _conv_backward(gy: np.ndarray, w: np.ndarray, saved, g: _Geom, need_x: bool,
     return _conv_backward_numpy(gy, w, saved, g, need_x, need_w, b_out)
 
 
-def _weight_grad_from_cols(cols: np.ndarray, gy: np.ndarray, g: _Geom) -> np.ndarray:
-    """gw (O, C, kh, kw) from the patch matrix cols (1, K, N*P) of a one-group convolution."""
-    K = cols.shape[1]
-    P = g.OH * g.OW
-    if P >= _PER_IMAGE_MIN_P_W and g.N * K * g.O * gy.itemsize <= _PER_IMAGE_MAX_BYTES:
-        part = np.matmul(cols[0].reshape(K, g.N, P).transpose(1, 0, 2),
-                         gy.reshape(g.N, g.O, P).transpose(0, 2, 1))  # (N, K, O)
-        gw = part.sum(axis=0)
-    else:
-        gyc = _scratch.get((g.O, g.N, g.OH, g.OW), gy.dtype)
-        np.copyto(gyc, gy.transpose(1, 0, 2, 3))
-        gw = _matmul_long_nt(cols, gyc.reshape(1, g.O, -1))[0]
-        _scratch.put(gyc)
-    return gw.T.reshape(g.O, g.C, g.kh, g.kw)
+def _weight_grad_from_cols(cols: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """(K, O) weight-gradient sums from the patch matrix cols (K, n*P) of n images and their
+    output gradient gy (n, O, OH, OW)."""
+    n, o = gy.shape[:2]
+    K = cols.shape[0]
+    P = gy.shape[2] * gy.shape[3]
+    if P >= _PER_IMAGE_MIN_P_W and n * K * o * gy.itemsize <= _PER_IMAGE_MAX_BYTES:
+        part = np.matmul(cols.reshape(K, n, P).transpose(1, 0, 2),
+                         gy.reshape(n, o, P).transpose(0, 2, 1))  # (n, K, O)
+        return part.sum(axis=0)
+    gyc = _scratch.get((o, n * P), gy.dtype)
+    np.copyto(gyc.reshape(o, n, P), gy.reshape(n, o, P).transpose(1, 0, 2))
+    gw = _matmul_long_nt(cols[None], gyc[None])[0]
+    _scratch.put(gyc)
+    return gw
 
 
 def _conv_backward_numpy(gy: np.ndarray, w: np.ndarray, saved, g: _Geom, need_x: bool,

@@ -68,6 +68,19 @@ def _addresses(blocks, n: int) -> list:
     return [seen.setdefault(id(b), _native.address(b)) for b in blocks[:n]]
 
 
+def _view_addresses(views: list) -> list:
+    """Addresses of equally spaced views of one array (each time step's slice of the layer's
+    output or its gradient): three lookups instead of one per view, checked at both ends."""
+    addr = _native.address
+    n = len(views)
+    if n < 3:
+        return [addr(v) for v in views]
+    first, step = addr(views[0]), addr(views[1]) - addr(views[0])
+    if addr(views[-1]) != first + (n - 1) * step:
+        return [addr(v) for v in views]
+    return [first + t * step for t in range(n)]
+
+
 def _flush_spec(dt: np.dtype):
     """``(int dtype, exponent mask, offset, sign shift)`` for :class:`_Flush`, or None."""
     if dt not in (np.float32, np.float64):
@@ -408,7 +421,7 @@ class LSTMLayer(_RecurrentLayer):
         addr = _native.address
         pa, pc, ptc = _addresses(A, T), _addresses(C, T), _addresses(TC, T)
         ph = _addresses(HP, T)
-        po = [addr(o) for o in outs]
+        po = _view_addresses(outs)
         out_sn = outs[0].strides[0] // outs[0].itemsize
         osz = hn_ * A[0].itemsize  # bytes of one gate block
         matmul, tanh = xp.matmul, xp.tanh
@@ -546,7 +559,7 @@ class LSTMLayer(_RecurrentLayer):
         matmul = self.xp.matmul
         addr = _native.address
         pa, pc, ptc = _addresses(A, T), _addresses(C, T), _addresses(TC, T)
-        pg = [addr(g) for g in gouts]
+        pg = _view_addresses(gouts)
         gn, gj = gouts[0].strides[0] // it, gouts[0].strides[1] // it
         p_init, p_dc, p_rec = addr(c_init), addr(dc), addr(rec)
         dh = _empty(self.xp, (H, N), dt)  # held here: the workspace reuses what nothing holds

@@ -354,10 +354,18 @@ def machine_line(record: dict) -> str:
             f"{m.get('logical_cpus')} logical CPUs, {n} thread{'s' if n != 1 else ''} for NumPy's "
             f"{blas.get('name') or 'BLAS'} {blas.get('version') or ''} and PyTorch; deepgrad "
             f"{v.get('deepgrad')}, NumPy {v.get('numpy')}, PyTorch {v.get('torch') or '-'}, "
-            f"Python {m.get('python')}; {mode} run of {record.get('created_utc')}, "
+            f"Python {m.get('python')}; deepgrad's native kernels "
+            f"{_native_state(record)}; {mode} run of {record.get('created_utc')}, "
             f"git {commit}. Median (min-max) over {reps_text} alternating repetitions per "
             f"library; ratio = deepgrad / PyTorch (below 1: deepgrad is faster).")
     return line.replace("  ", " ")
+
+
+def _native_state(record: dict) -> str:
+    native = record.get("native")
+    if native is None:
+        return "not recorded"
+    return "on" if native.get("on") else "off"
 
 
 def markdown(rows: list[list[str]]) -> str:
@@ -509,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
         results.extend(rows)
     elapsed = (_dt.datetime.now(_dt.timezone.utc) - started).total_seconds()
     add_roofline(results, roofline)
+    from deepgrad import _native  # built by the first workload that used a kernel, if any
+    native = {"on": _native.lib() is not None, "status": _native.status()}
 
     record = {
         "schema": SCHEMA,
@@ -524,13 +534,15 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__ if torch is not None else None,
         },
         "git": harness.git_state(),
+        "native": native,
         "roofline": roofline,
         "summary": training_summary(results),
         "results": results,
     }
     print()
     print(report(record, as_markdown=False))
-    print(f"\n{len(results)} rows in {elapsed:.1f} s")
+    print(f"\n{native['status']}")
+    print(f"{len(results)} rows in {elapsed:.1f} s")
     if args.markdown:
         print()
         print(report(record, as_markdown=True))

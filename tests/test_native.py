@@ -142,8 +142,8 @@ def _optimizer_run(native: bool, name: str, kw: dict, dt, sizes) -> list:
 @needs_kernels
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
 @pytest.mark.parametrize("name,kw", _OPTIMIZERS)
-@pytest.mark.parametrize("sizes", [[(300, 200), (7,)], [(5, 4), (3,), (2, 2)]],
-                         ids=["large", "flat"])
+@pytest.mark.parametrize("sizes", [[(300, 200), (7,)], [(60, 50), (40, 30), (100,)]],
+                         ids=["large", "flat"])  # "flat": small enough for one flat buffer
 def test_optimizer_native_equals_numpy_bit_for_bit(monkeypatch, dt, name, kw, sizes):
     kernel = "sgd_update" if name == "SGD" else "adam_update"
     spy = _Spy(monkeypatch, kernel)
@@ -155,16 +155,32 @@ def test_optimizer_native_equals_numpy_bit_for_bit(monkeypatch, dt, name, kw, si
 
 
 @needs_kernels
+def test_small_arrays_stay_on_numpy(monkeypatch):
+    """Below MIN_ELEMENTS a kernel call costs more than NumPy's passes."""
+    update = _Spy(monkeypatch, "sgd_update")
+    grad = _Spy(monkeypatch, "tanh_backward")
+    p = dg.nn.Parameter(dg.randn(_native.MIN_ELEMENTS - 1))
+    dg.tanh(p).sum().backward()
+    dg.optim.SGD([p], lr=0.1, momentum=0.9).step()
+    assert update.calls == 0 and grad.calls == 0
+    q = dg.nn.Parameter(dg.randn(_native.MIN_ELEMENTS))
+    dg.tanh(q).sum().backward()
+    dg.optim.SGD([q], lr=0.1, momentum=0.9).step()
+    assert update.calls == 1 and grad.calls == 1
+
+
+@needs_kernels
 def test_optimizer_native_skips_arrays_it_cannot_take(monkeypatch):
     """A non-contiguous parameter goes through NumPy (and comes out the same)."""
     spy = _Spy(monkeypatch, "sgd_update")
-    base = np.arange(20, dtype=np.float32).reshape(4, 5)
+    base = np.arange(8000, dtype=np.float32).reshape(80, 100)
     p = dg.nn.Parameter(dg.from_numpy(base))
     p.data = base.T  # a transposed view: not C-contiguous
-    p.grad = dg.from_numpy(np.ones((5, 4), np.float32))
+    p.grad = dg.from_numpy(np.ones((100, 80), np.float32))
     dg.optim.SGD([p], lr=0.5).step()
     assert spy.calls == 0
-    np.testing.assert_array_equal(p.data, np.arange(20, dtype=np.float32).reshape(4, 5).T - 0.5)
+    np.testing.assert_array_equal(
+        p.data, np.arange(8000, dtype=np.float32).reshape(80, 100).T - 0.5)
 
 
 # ---- building and falling back ----------------------------------------------------------------
@@ -234,7 +250,7 @@ def test_kernels_keep_rnn_numpy_path_reachable():
                                          ("relu", "relu_backward")])
 def test_activation_backward_native_equals_numpy_bit_for_bit(monkeypatch, dt, name, kernel):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((4, 5, 6)).astype(dt) * 3
+    x = rng.standard_normal((8, 16, 40)).astype(dt) * 3
     x.flat[:5] = [np.nan, np.inf, -np.inf, 0.0, -0.0]
     g = rng.standard_normal(x.shape).astype(dt)
     g.flat[5:8] = [np.nan, -np.inf, -0.0]

@@ -194,11 +194,20 @@ def enabled(on: bool) -> Iterator[None]:
         _state["on"] = before
 
 
+# Below this many elements an elementwise kernel does not pay for its call: looking up the
+# operands' addresses costs more than NumPy's few short passes (the XOR net's step was 11%
+# slower with every update and gradient native).
+MIN_ELEMENTS = 4096
+
+
 def unary_operands(y: np.ndarray, g: np.ndarray):
     """The kernels for an activation's backward on its saved output ``y`` and the gradient
-    ``g``, or None: both float32 or float64 of one dtype and shape, C-contiguous."""
+    ``g``, or None: both float32 or float64 of one dtype and shape, C-contiguous, and at least
+    ``MIN_ELEMENTS`` of them."""
     dt = y.dtype
     if (dt != np.float32 and dt != np.float64) or g.dtype != dt or g.shape != y.shape:
+        return None
+    if y.size < MIN_ELEMENTS:
         return None
     if not (y.flags.c_contiguous and g.flags.c_contiguous):
         return None

@@ -465,13 +465,12 @@ def _native_weight_grad_patches(kern, flat: np.ndarray, gy: np.ndarray, g: _Geom
     cols = _scratch.get((K, block * P), dt)
     image = g.C * g.Hp * g.Wp * dt.itemsize
     base, out = _native.address(flat), _native.address(cols)
-    gw = None
+    gw = np.zeros((K, g.O), dt)
     for n0 in range(0, g.N, block):
         n = min(block, g.N - n0)
         kern.im2col[dt](base + n0 * image, n, g.C, g.Hp, g.Wp, g.kh, g.kw, out, g.OH, g.OW,
                         g.sh, g.sw, g.dh, g.dw)
-        part = _weight_grad_from_cols(cols[:, :n * P], gy[n0:n0 + n])
-        gw = part if gw is None else gw + part
+        gw += _weight_grad_from_cols(cols[:, :n * P], gy[n0:n0 + n])
     _scratch.put(cols)
     return gw.T.reshape(g.O, g.C, g.kh, g.kw)
 

@@ -711,9 +711,10 @@ class _ElementwiseOptimizer(Optimizer):
 
 def native_operands(a, d, bufs):
     """The native kernels of ``deepgrad._native`` for these arrays, or None: they need float32
-    or float64 arrays of one dtype, C-contiguous, none overlapping another."""
+    or float64 arrays of one dtype, C-contiguous, none overlapping another, and at least
+    ``_native.MIN_ELEMENTS`` elements."""
     dt = a.dtype
-    if dt != np.float32 and dt != np.float64:
+    if (dt != np.float32 and dt != np.float64) or a.size < _native.MIN_ELEMENTS:
         return None
     for x in (a, d, *bufs):
         if x.dtype != dt or not x.flags.c_contiguous or x.shape != a.shape:

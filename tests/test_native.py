@@ -340,3 +340,30 @@ def test_conv2d_native_passes_gradcheck():
         lambda x, w, b: dg.nn.functional.conv2d(x, w, b, padding=1), (x, w, b))
     assert dg.autograd.gradcheck(
         lambda x, w, b: dg.nn.functional.conv2d(x, w, b, stride=2, dilation=2), (x, w, b))
+
+
+# ---- max pooling ------------------------------------------------------------------------------
+@needs_kernels
+@pytest.mark.parametrize("width", [28, 10, 6])
+def test_max_pool_2x2_native_equals_numpy_bit_for_bit(monkeypatch, width):
+    rng = np.random.default_rng(0)
+    x = rng.integers(-3, 3, (6, 16, 48, width)).astype(np.float32)  # ties everywhere
+    x[0, 0, :2, :2] = np.nan  # a window of NaNs: the last is chosen
+    x[0, 1, 0, :4] = [np.nan, 1.0, np.nan, np.inf]
+    x[1, 0, :2, :2] = [[-0.0, 0.0], [0.0, -0.0]]  # zeros of both signs tie
+    x[2, 3, 2:4, -2:] = [[-np.inf, np.nan], [np.inf, 2.0]]
+    g = rng.standard_normal((6, 16, 24, width // 2)).astype(np.float32)
+    g[0, 2, 0, :3] = [np.nan, np.inf, -0.0]
+    forward = _Spy(monkeypatch, "max_pool_2x2")
+    backward = _Spy(monkeypatch, "max_pool_2x2_backward")
+    results = []
+    for native in (True, False):
+        with _native.enabled(native), np.errstate(all="ignore"):
+            t = dg.from_numpy(x.copy()).requires_grad_(True)
+            y = dg.nn.functional.max_pool2d(t, 2)
+            y.backward(dg.from_numpy(g))
+            results.append((y.data.copy(), t.grad.data.copy()))
+    assert forward.calls == 1 and backward.calls == 1
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+        assert np.array_equal(np.signbit(a), np.signbit(b))

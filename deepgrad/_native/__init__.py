@@ -63,9 +63,16 @@ _SIGNATURES: dict[str, tuple] = {
 }
 
 
+# kernels written for float32 only (their vector code is float32's)
+_F32_ONLY: dict[str, tuple] = {
+    "max_pool_2x2": (_P, _L, _L, _L, _P, _L, _P, _P),
+    "max_pool_2x2_backward": (_P, _P, _L, _L, _L, _L, _P),
+}
+
+
 class Kernels:
     """The loaded library: ``kernels.<name>[dtype]`` is the ctypes function for that dtype
-    (float32 or float64)."""
+    (float32 or float64; float32 only for the names in ``_F32_ONLY``)."""
 
     def __init__(self, cdll: ctypes.CDLL, path: Path) -> None:
         self.path = path
@@ -78,6 +85,11 @@ class Kernels:
                 fn.restype = None
                 table[dt] = fn
             setattr(self, name, table)
+        for name, sig in _F32_ONLY.items():
+            fn = getattr(cdll, f"{name}_f32")
+            fn.argtypes = list(sig)
+            fn.restype = None
+            setattr(self, name, {np.dtype(np.float32): fn})
 
 
 def _cache_dir() -> Path:

@@ -384,3 +384,73 @@ void im2col_##S(const T *restrict xp, long N, long C, long Hp, long Wp, long kh,
 
 IM2COL(float, f32)
 IM2COL(double, f64)
+
+/* ---- 2x2 max pooling with stride 2 --------------------------------------------------------
+ * The NumPy path (deepgrad/ops/conv.py: MaxPoolNd) computed exactly: the maximum folds the
+ * window's taps a, b, c, d (row-major) like np.maximum (NaN wins, a tie gives the later
+ * operand); the chosen tap is the first equal to the maximum, or the last NaN. Loops run over
+ * all windows of a block of `block` planes in order, window q at offset tab[q] of its top-left
+ * element (LeNet's rows hold 14 or 5 windows, its planes 196 or 25: too few for vectors along
+ * a row or a plane); written branch-free, so the compiler vectorises across windows. Float32
+ * only; H and W are even; block * (H/2) * (W/2) <= POOL_MAX_WINDOWS. */
+#define POOL_MAX_WINDOWS 4096
+static inline float npmax1(float m, float v) { return (m != m || m > v) ? m : v; }
+
+void max_pool_2x2_f32(const float *restrict x, long planes, long H, long W,
+                      const int32_t *restrict tab, long block, float *restrict y,
+                      uint8_t *restrict choice) {
+    long P = (H / 2) * (W / 2);
+    for (long p0 = 0; p0 < planes; p0 += block) {
+        long n = (planes - p0 < block ? planes - p0 : block) * P;
+        const float *base = x + p0 * H * W;
+        float *yp = y + p0 * P;
+        uint8_t *cp = choice + p0 * P;
+        for (long q = 0; q < n; q++) {
+            int32_t o = tab[q];
+            float a = base[o], b = base[o + 1], c = base[o + W], d = base[o + W + 1];
+            float m = npmax1(npmax1(npmax1(a, b), c), d);
+            int first = a == m ? 0 : b == m ? 1 : c == m ? 2 : 3;
+            int last_nan = d != d ? 3 : c != c ? 2 : b != b ? 1 : 0;
+            yp[q] = m;
+            cp[q] = (uint8_t)(m != m ? last_nan : first);
+        }
+    }
+}
+
+/* its gradient: each input element gets its window's gradient times 1 if it was the chosen
+ * tap, else times 0 (so a NaN gradient reaches the whole window, as in NumPy). Per block of
+ * planes, first the four taps' values into contiguous buffers, then interleaved into the
+ * input rows: both loops vectorise (scattering straight to the taps took 6x longer). */
+void max_pool_2x2_backward_f32(const float *restrict gy, const uint8_t *restrict choice,
+                               long planes, long H, long W, long block, float *restrict gx) {
+    long OW = W / 2, P = (H / 2) * OW;
+    static __thread float taps[4][POOL_MAX_WINDOWS];
+    for (long p0 = 0; p0 < planes; p0 += block) {
+        long n = (planes - p0 < block ? planes - p0 : block) * P;
+        const float *gp = gy + p0 * P;
+        const uint8_t *cp = choice + p0 * P;
+        for (long q = 0; q < n; q++) {
+            float g = gp[q];
+            int c = cp[q];
+            taps[0][q] = g * (c == 0 ? 1.0f : 0.0f);
+            taps[1][q] = g * (c == 1 ? 1.0f : 0.0f);
+            taps[2][q] = g * (c == 2 ? 1.0f : 0.0f);
+            taps[3][q] = g * (c == 3 ? 1.0f : 0.0f);
+        }
+        /* rows of windows of consecutive planes follow each other in both gy and gx */
+        float *rows = gx + p0 * H * W;
+        for (long r = 0; r < n / OW; r++) {
+            float *r0 = rows + 2 * r * W, *r1 = r0 + W;
+            const float *t0 = taps[0] + r * OW, *t1 = taps[1] + r * OW;
+            const float *t2 = taps[2] + r * OW, *t3 = taps[3] + r * OW;
+            for (long ox = 0; ox < OW; ox++) {
+                r0[2 * ox] = t0[ox];
+                r0[2 * ox + 1] = t1[ox];
+            }
+            for (long ox = 0; ox < OW; ox++) {
+                r1[2 * ox] = t2[ox];
+                r1[2 * ox + 1] = t3[ox];
+            }
+        }
+    }
+}

@@ -1130,6 +1130,24 @@ def _tap_reduce(ufunc, taps, shape: tuple, dtype) -> np.ndarray:
     return out
 
 
+_POOL_MAX_WINDOWS = 4096  # POOL_MAX_WINDOWS in kernels.c
+_offsets: dict = {}
+
+
+def _window_offsets(h: int, w: int) -> tuple:
+    """``(offsets, planes)`` for the native 2x2 max pooling: the offsets of the top-left
+    elements of the windows of as many consecutive (h, w) planes as fit the kernel's buffers,
+    in order (kept per plane size)."""
+    found = _offsets.get((h, w))
+    if found is None:
+        rows = np.arange(0, h - 1, 2, dtype=np.int32)[:, None] * w
+        plane = (rows + np.arange(0, w - 1, 2, dtype=np.int32)).ravel()
+        block = max(1, _POOL_MAX_WINDOWS // plane.size)
+        tab = (np.arange(block, dtype=np.int32)[:, None] * (h * w) + plane).ravel()
+        found = _offsets[(h, w)] = (tab, block)
+    return found
+
+
 class MaxPoolNd(Function):
     """Max pooling: a running maximum over the window taps, then the tap of each window's
     first maximum (PyTorch's tie rule), kept as a small int array for backward."""
@@ -1141,6 +1159,10 @@ class MaxPoolNd(Function):
         x4 = x.reshape(x.shape[:-1] + (1, x.shape[-1])) if nd == 1 else x
         g = _PoolGeom(x4.shape[-2:], kernel, stride, padding, dilation, out)
         self.g = g
+        if g.tiles and g.kh == g.kw == 2 and not return_indices:
+            y = self._native_2x2(x4)
+            if y is not None:
+                return y.reshape(self.x_shape[:-1] + (g.OW,)) if nd == 1 else y
         xp = g.padded(x4, -np.inf)
         # (np.maximum propagates NaN, as PyTorch's max pooling does)
         m = _tap_reduce(np.maximum, g.taps(xp), x4.shape[:-2] + (g.OH, g.OW), x.dtype)
@@ -1157,6 +1179,24 @@ class MaxPoolNd(Function):
         cols = np.arange(g.OW, dtype=np.int64) * g.sw - g.pw + j * g.dw
         flat = rows * g.W + cols
         return y, (flat.reshape(y.shape) if nd == 1 else flat)
+
+    def _native_2x2(self, x: np.ndarray):
+        """The forward of 2x2 windows with stride 2 (maximum and choice) in one native pass
+        over float32, bit for bit the NumPy path's; None where the kernel does not apply."""
+        g = self.g
+        if x.dtype != np.float32 or g.OH * g.OW > _POOL_MAX_WINDOWS:
+            return None
+        k = _native.unary_operands(x, x)
+        if k is None:
+            return None
+        y = backend.empty(x.shape[:-2] + (g.OH, g.OW), x.dtype)
+        choice = np.empty(y.shape, np.uint8)
+        addr = _native.address
+        tab, block = _window_offsets(g.H, g.W)
+        k.max_pool_2x2[x.dtype](addr(x), x.size // (g.H * g.W), g.H, g.W, addr(tab), block,
+                                addr(y), addr(choice))
+        self.choice = choice
+        return y
 
     def _first_max(self, xp: np.ndarray, m: np.ndarray) -> np.ndarray:
         """Per window, the index of the first tap equal to the maximum: the number of taps
@@ -1192,6 +1232,17 @@ class MaxPoolNd(Function):
         choice = self.choice
         gy = grad.reshape(choice.shape)
         lead = choice.shape[:-2]
+        if (g.tiles and g.kh == g.kw == 2 and gy.dtype == np.float32
+                and g.OH * g.OW <= _POOL_MAX_WINDOWS and choice.dtype == np.uint8
+                and choice.flags.c_contiguous):
+            k = _native.unary_operands(gy, gy)
+            if k is not None:
+                gx = backend.empty(lead + (g.H, g.W), grad.dtype)
+                addr = _native.address
+                k.max_pool_2x2_backward[gy.dtype](addr(gy), addr(choice),
+                                                  gy.size // (g.OH * g.OW), g.H, g.W,
+                                                  _window_offsets(g.H, g.W)[1], addr(gx))
+                return gx.reshape(self.x_shape), None, None, None, None, None, None, None
         sel = np.empty(choice.shape, bool)
         if g.tiles:
             # every input element is in exactly one window: write, no zero fill, no adds

@@ -367,3 +367,28 @@ def test_max_pool_2x2_native_equals_numpy_bit_for_bit(monkeypatch, width):
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
         assert np.array_equal(np.signbit(a), np.signbit(b))
+
+
+@needs_kernels
+@pytest.mark.parametrize("width", [28, 10, 6])
+def test_avg_pool_2x2_native_equals_numpy_bit_for_bit(monkeypatch, width):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((6, 16, 48, width)) * 1e3).astype(np.float32)
+    x[0, 0, :2, :4] = [[np.nan, 1.0, np.inf, -np.inf], [2.0, 3.0, 1.0, 1.0]]
+    x[1, 0, :2, :2] = [[-0.0, -0.0], [-0.0, -0.0]]
+    x[1, 1, :2, :2] = 3e38  # the sum overflows, as in NumPy
+    g = rng.standard_normal((6, 16, 24, width // 2)).astype(np.float32)
+    g[0, 2, 0, :3] = [np.nan, np.inf, -0.0]
+    forward = _Spy(monkeypatch, "avg_pool_2x2")
+    backward = _Spy(monkeypatch, "avg_pool_2x2_backward")
+    results = []
+    for native in (True, False):
+        with _native.enabled(native), np.errstate(all="ignore"):
+            t = dg.from_numpy(x.copy()).requires_grad_(True)
+            y = dg.nn.functional.avg_pool2d(t, 2)
+            y.backward(dg.from_numpy(g))
+            results.append((y.data.copy(), t.grad.data.copy()))
+    assert forward.calls == 1 and backward.calls == 1
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+        assert np.array_equal(np.signbit(a), np.signbit(b))

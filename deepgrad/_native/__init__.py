@@ -67,6 +67,8 @@ _SIGNATURES: dict[str, tuple] = {
 _F32_ONLY: dict[str, tuple] = {
     "max_pool_2x2": (_P, _L, _L, _L, _P, _L, _P, _P),
     "max_pool_2x2_backward": (_P, _P, _L, _L, _L, _L, _P),
+    "avg_pool_2x2": (_P, _L, _L, _L, _P, _L, _P),
+    "avg_pool_2x2_backward": (_P, _L, _L, _L, _P),
 }
 
 

@@ -461,3 +461,38 @@ void max_pool_2x2_backward_f32(const float *restrict gy, const uint8_t *restrict
         }
     }
 }
+
+/* ---- 2x2 average pooling with stride 2 ----------------------------------------------------
+ * The NumPy path's float operations (deepgrad/ops/conv.py: AvgPoolNd, windows that tile the
+ * input): the two rows added first, then the two columns, then the division by 4; windows
+ * addressed as in max_pool_2x2. */
+void avg_pool_2x2_f32(const float *restrict x, long planes, long H, long W,
+                      const int32_t *restrict tab, long block, float *restrict y) {
+    long P = (H / 2) * (W / 2);
+    for (long p0 = 0; p0 < planes; p0 += block) {
+        long n = (planes - p0 < block ? planes - p0 : block) * P;
+        const float *base = x + p0 * H * W;
+        float *yp = y + p0 * P;
+        for (long q = 0; q < n; q++) {
+            int32_t o = tab[q];
+            float left = base[o] + base[o + W], right = base[o + 1] + base[o + W + 1];
+            yp[q] = (left + right) / 4.0f;
+        }
+    }
+}
+
+/* its gradient: every element of a window gets the window's gradient over 4 */
+void avg_pool_2x2_backward_f32(const float *restrict gy, long planes, long H, long W,
+                               float *restrict gx) {
+    long OH = H / 2, OW = W / 2;
+    for (long r = 0; r < planes * OH; r++) {
+        const float *gr = gy + r * OW;
+        float *r0 = gx + 2 * r * W, *r1 = r0 + W;
+        for (long ox = 0; ox < OW; ox++) {
+            float v = gr[ox] / 4.0f;
+            r0[2 * ox] = v;
+            r0[2 * ox + 1] = v;
+        }
+        for (long x = 0; x < W; x++) r1[x] = r0[x];
+    }
+}

@@ -1309,6 +1309,12 @@ class AvgPoolNd(Function):
         x4 = x.reshape(x.shape[:-1] + (1, x.shape[-1])) if nd == 1 else x
         g = _PoolGeom(x4.shape[-2:], kernel, stride, padding, (1, 1), out)
         self.g = g
+        div = self.divisor(g, count_include_pad, divisor_override, x.dtype)
+        self.div = div
+        if g.tiles and g.kh == g.kw == 2 and isinstance(div, int) and div == 4:
+            y = self._native_2x2(x4)
+            if y is not None:
+                return y.reshape(y.shape[:-2] + (y.shape[-1],)) if nd == 1 else y
         xp = g.padded(x4, 0)
         kk = g.kh * g.kw
         if g.tiles and kk > 16:
@@ -1330,11 +1336,26 @@ class AvgPoolNd(Function):
                             lead + (g.OH, g.OW), x.dtype)
         else:
             s = _tap_reduce(np.add, g.taps(xp), x4.shape[:-2] + (g.OH, g.OW), x.dtype)
-        div = self.divisor(g, count_include_pad, divisor_override, x.dtype)
-        self.div = div
         self.y4 = s.shape
         s /= div
         return s.reshape(s.shape[:-2] + (s.shape[-1],)) if nd == 1 else s
+
+    def _native_2x2(self, x: np.ndarray):
+        """2x2 windows with stride 2 over float32 in one native pass, bit for bit the NumPy
+        path's; None where the kernel does not apply."""
+        g = self.g
+        if x.dtype != np.float32 or g.OH * g.OW > _POOL_MAX_WINDOWS:
+            return None
+        k = _native.unary_operands(x, x)
+        if k is None:
+            return None
+        y = backend.empty(x.shape[:-2] + (g.OH, g.OW), x.dtype)
+        tab, block = _window_offsets(g.H, g.W)
+        addr = _native.address
+        k.avg_pool_2x2[x.dtype](addr(x), x.size // (g.H * g.W), g.H, g.W, addr(tab), block,
+                                addr(y))
+        self.y4 = y.shape
+        return y
 
     @staticmethod
     def divisor(g: _PoolGeom, count_include_pad, divisor_override, dtype):
@@ -1361,6 +1382,13 @@ class AvgPoolNd(Function):
         gy = grad.reshape(self.y4)
         lead = gy.shape[:-2]
         dt = np.result_type(gy, self.div)
+        if g.tiles and g.kh == g.kw == 2 and isinstance(self.div, int) and self.div == 4:
+            k = _native.unary_operands(gy, gy) if gy.dtype == np.float32 else None
+            if k is not None:
+                gx = backend.empty(lead + (g.H, g.W), dt)
+                k.avg_pool_2x2_backward[gy.dtype](_native.address(gy), gy.size // (g.OH * g.OW),
+                                                  g.H, g.W, _native.address(gx))
+                return gx.reshape(self.x_shape), None, None, None, None, None, None, None
         if g.tiles:
             # each input element is in one window: no zero fill, no adds. One input row's
             # worth of gradients per window row, then whole rows copied kh times (contiguous)

@@ -392,3 +392,13 @@ def test_avg_pool_2x2_native_equals_numpy_bit_for_bit(monkeypatch, width):
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
         assert np.array_equal(np.signbit(a), np.signbit(b))
+
+
+def test_address_is_the_first_element_for_any_view():
+    a = np.arange(100, dtype=np.float32).reshape(10, 10)
+    read_only = a.copy()
+    read_only.flags.writeable = False
+    views = [a, a[2:], a[:, 3:], a.T, a[::-1], np.broadcast_to(a[0], (5, 10)),
+             np.zeros(0, np.float32), a[3:4, 5:6], read_only]
+    for v in views:
+        assert _native.address(v) == v.__array_interface__["data"][0]

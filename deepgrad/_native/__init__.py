@@ -237,6 +237,6 @@ def address(a: np.ndarray) -> int:
     Through the buffer protocol where the array allows it (contiguous and writable: twice as
     fast as ``a.ctypes.data``, and a LeNet step asks about 50 times), else from NumPy."""
     try:
-        return ctypes.addressof(_char.from_buffer(a))
+        return ctypes.addressof(_char.from_buffer(a))  # type: ignore[arg-type]
     except (TypeError, ValueError, BufferError):
         return a.ctypes.data

@@ -343,6 +343,24 @@ def test_conv2d_native_passes_gradcheck():
 
 
 # ---- max pooling ------------------------------------------------------------------------------
+def _pool_native_and_numpy(monkeypatch, pool, kernel: str, x, g):
+    """Forward and backward of ``pool`` with the native kernels and without: both must run
+    (the spies count one call each) and agree bit for bit, signs of zeros included."""
+    forward = _Spy(monkeypatch, kernel)
+    backward = _Spy(monkeypatch, kernel + "_backward")
+    results = []
+    for native in (True, False):
+        with _native.enabled(native), np.errstate(all="ignore"):
+            t = dg.from_numpy(x.copy()).requires_grad_(True)
+            y = pool(t, 2)
+            y.backward(dg.from_numpy(g))
+            results.append((y.data.copy(), t.grad.data.copy()))
+    assert forward.calls == 1 and backward.calls == 1
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+        assert np.array_equal(np.signbit(a), np.signbit(b))
+
+
 @needs_kernels
 @pytest.mark.parametrize("width", [28, 10, 6])
 def test_max_pool_2x2_native_equals_numpy_bit_for_bit(monkeypatch, width):
@@ -354,19 +372,7 @@ def test_max_pool_2x2_native_equals_numpy_bit_for_bit(monkeypatch, width):
     x[2, 3, 2:4, -2:] = [[-np.inf, np.nan], [np.inf, 2.0]]
     g = rng.standard_normal((6, 16, 24, width // 2)).astype(np.float32)
     g[0, 2, 0, :3] = [np.nan, np.inf, -0.0]
-    forward = _Spy(monkeypatch, "max_pool_2x2")
-    backward = _Spy(monkeypatch, "max_pool_2x2_backward")
-    results = []
-    for native in (True, False):
-        with _native.enabled(native), np.errstate(all="ignore"):
-            t = dg.from_numpy(x.copy()).requires_grad_(True)
-            y = dg.nn.functional.max_pool2d(t, 2)
-            y.backward(dg.from_numpy(g))
-            results.append((y.data.copy(), t.grad.data.copy()))
-    assert forward.calls == 1 and backward.calls == 1
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
-        assert np.array_equal(np.signbit(a), np.signbit(b))
+    _pool_native_and_numpy(monkeypatch, dg.nn.functional.max_pool2d, "max_pool_2x2", x, g)
 
 
 @needs_kernels
@@ -379,19 +385,7 @@ def test_avg_pool_2x2_native_equals_numpy_bit_for_bit(monkeypatch, width):
     x[1, 1, :2, :2] = 3e38  # the sum overflows, as in NumPy
     g = rng.standard_normal((6, 16, 24, width // 2)).astype(np.float32)
     g[0, 2, 0, :3] = [np.nan, np.inf, -0.0]
-    forward = _Spy(monkeypatch, "avg_pool_2x2")
-    backward = _Spy(monkeypatch, "avg_pool_2x2_backward")
-    results = []
-    for native in (True, False):
-        with _native.enabled(native), np.errstate(all="ignore"):
-            t = dg.from_numpy(x.copy()).requires_grad_(True)
-            y = dg.nn.functional.avg_pool2d(t, 2)
-            y.backward(dg.from_numpy(g))
-            results.append((y.data.copy(), t.grad.data.copy()))
-    assert forward.calls == 1 and backward.calls == 1
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
-        assert np.array_equal(np.signbit(a), np.signbit(b))
+    _pool_native_and_numpy(monkeypatch, dg.nn.functional.avg_pool2d, "avg_pool_2x2", x, g)
 
 
 def test_address_is_the_first_element_for_any_view():

@@ -1148,6 +1148,14 @@ def _window_offsets(h: int, w: int) -> tuple:
     return found
 
 
+def _pool_2x2_kernels(g: _PoolGeom, a: np.ndarray):
+    """The native kernels for 2x2 pooling of the float32 array ``a`` (the input, or the
+    output's gradient), or None where they do not apply."""
+    if a.dtype != np.float32 or g.OH * g.OW > _POOL_MAX_WINDOWS:
+        return None
+    return _native.unary_operands(a, a)
+
+
 class MaxPoolNd(Function):
     """Max pooling: a running maximum over the window taps, then the tap of each window's
     first maximum (PyTorch's tie rule), kept as a small int array for backward."""
@@ -1184,9 +1192,7 @@ class MaxPoolNd(Function):
         """The forward of 2x2 windows with stride 2 (maximum and choice) in one native pass
         over float32, bit for bit the NumPy path's; None where the kernel does not apply."""
         g = self.g
-        if x.dtype != np.float32 or g.OH * g.OW > _POOL_MAX_WINDOWS:
-            return None
-        k = _native.unary_operands(x, x)
+        k = _pool_2x2_kernels(g, x)
         if k is None:
             return None
         y = backend.empty(x.shape[:-2] + (g.OH, g.OW), x.dtype)
@@ -1232,10 +1238,9 @@ class MaxPoolNd(Function):
         choice = self.choice
         gy = grad.reshape(choice.shape)
         lead = choice.shape[:-2]
-        if (g.tiles and g.kh == g.kw == 2 and gy.dtype == np.float32
-                and g.OH * g.OW <= _POOL_MAX_WINDOWS and choice.dtype == np.uint8
+        if (g.tiles and g.kh == g.kw == 2 and choice.dtype == np.uint8
                 and choice.flags.c_contiguous):
-            k = _native.unary_operands(gy, gy)
+            k = _pool_2x2_kernels(g, gy)
             if k is not None:
                 gx = backend.empty(lead + (g.H, g.W), grad.dtype)
                 addr = _native.address
@@ -1344,9 +1349,7 @@ class AvgPoolNd(Function):
         """2x2 windows with stride 2 over float32 in one native pass, bit for bit the NumPy
         path's; None where the kernel does not apply."""
         g = self.g
-        if x.dtype != np.float32 or g.OH * g.OW > _POOL_MAX_WINDOWS:
-            return None
-        k = _native.unary_operands(x, x)
+        k = _pool_2x2_kernels(g, x)
         if k is None:
             return None
         y = backend.empty(x.shape[:-2] + (g.OH, g.OW), x.dtype)
@@ -1383,7 +1386,7 @@ class AvgPoolNd(Function):
         lead = gy.shape[:-2]
         dt = np.result_type(gy, self.div)
         if g.tiles and g.kh == g.kw == 2 and isinstance(self.div, int) and self.div == 4:
-            k = _native.unary_operands(gy, gy) if gy.dtype == np.float32 else None
+            k = _pool_2x2_kernels(g, gy)
             if k is not None:
                 gx = backend.empty(lead + (g.H, g.W), dt)
                 k.avg_pool_2x2_backward[gy.dtype](_native.address(gy), gy.size // (g.OH * g.OW),

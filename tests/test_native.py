@@ -396,3 +396,17 @@ def test_address_is_the_first_element_for_any_view():
              np.zeros(0, np.float32), a[3:4, 5:6], read_only]
     for v in views:
         assert _native.address(v) == v.__array_interface__["data"][0]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_padded_copy_matches_numpy_pad(dt):
+    from deepgrad.ops import conv
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 7)).astype(dt)
+    for pads in [(0, 0, 0, 0), (1, 2, 3, 0), (4, 4, 4, 4)]:
+        top, bottom, left, right = pads
+        flat = conv._padded_flat(x, top, bottom, left, right, slack=11)
+        padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+        np.testing.assert_array_equal(flat[:padded.size].reshape(padded.shape), padded)
+        assert flat.size == padded.size + 11 and not flat[padded.size:].any()  # zero slack
+        conv._scratch.put(flat)

@@ -59,6 +59,7 @@ _SIGNATURES: dict[str, tuple] = {
     "adam_update": (_P, _P, _P, _P, _P, _L, "T", "T", "T", "T", "T", "T", "T", "T", _I),
     "conv2d_direct": (_P, _L, _L, _L, _L, _P, _L, _L, _L, _P, _P, _L, _L, _L, _L, _L, _L),
     "conv2d_weight_grad": (_P, _L, _L, _L, _L, _P, _L, _L, _L, _L, _L, _L, _L, _L, _L, _P),
+    "pad2d": (_P, _L, _L, _L, _L, _L, _L, _L, _L, _P),
     "im2col": (_P, _L, _L, _L, _L, _L, _L, _P, _L, _L, _L, _L, _L, _L),
 }
 

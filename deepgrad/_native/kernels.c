@@ -374,6 +374,32 @@ CONV_KERNELS(float, f32, 16)
 CONV_KERNELS(double, f64, 8)
 #pragma GCC pop_options
 
+/* planes (P, H, W) zero-padded into out (P, H + top + bottom, W + left + right) followed by
+ * `slack` zeros, writing every output element once (a fill of the whole buffer and a copy of
+ * the interior wrote the interior twice). */
+#define PAD2D(T, S)                                                                             \
+void pad2d_##S(const T *restrict x, long planes, long H, long W, long top, long bottom,        \
+               long left, long right, long slack, T *restrict out) {                            \
+    long Wp = W + left + right;                                                                 \
+    for (long p = 0; p < planes; p++) {                                                         \
+        const T *src = x + p * H * W;                                                           \
+        memset(out, 0, top * Wp * sizeof(T));                                                   \
+        out += top * Wp;                                                                        \
+        for (long r = 0; r < H; r++) {                                                          \
+            memset(out, 0, left * sizeof(T));                                                   \
+            memcpy(out + left, src + r * W, W * sizeof(T));                                     \
+            memset(out + left + W, 0, right * sizeof(T));                                       \
+            out += Wp;                                                                          \
+        }                                                                                       \
+        memset(out, 0, bottom * Wp * sizeof(T));                                                \
+        out += bottom * Wp;                                                                     \
+    }                                                                                           \
+    memset(out, 0, slack * sizeof(T));                                                          \
+}
+
+PAD2D(float, f32)
+PAD2D(double, f64)
+
 /* Patch matrix cols (C*kh*kw, N*OH*OW), rows (c, i, j), columns (n, oy, ox), from the padded
  * input xp (N, C, Hp, Wp): a copy, exact. */
 #define IM2COL(T, S)                                                                            \

@@ -399,6 +399,11 @@ def _padded_flat(x: np.ndarray, top: int, bottom: int, left: int, right: int, sl
     hp, wp = h + top + bottom, w + left + right
     size = n * c * hp * wp
     flat = _scratch.get((size + slack,), x.dtype)
+    kern = _native.lib() if x.flags.c_contiguous else None
+    if kern is not None:
+        kern.pad2d[x.dtype](_native.address(x), n * c, h, w, top, bottom, left, right, slack,
+                            _native.address(flat))
+        return flat
     v = flat[:size].reshape(n, c, hp, wp)
     if top or bottom or left or right:
         flat.fill(0)  # one memset: zeroing only the margins is many short strided writes

@@ -410,3 +410,13 @@ def test_padded_copy_matches_numpy_pad(dt):
         np.testing.assert_array_equal(flat[:padded.size].reshape(padded.shape), padded)
         assert flat.size == padded.size + 11 and not flat[padded.size:].any()  # zero slack
         conv._scratch.put(flat)
+
+
+@needs_kernels
+def test_every_kernel_is_declared_and_loaded():
+    from deepgrad._native import _F32_ONLY, _SIGNATURES, Kernels
+    declared = set(Kernels.__annotations__)
+    assert declared == set(_SIGNATURES) | set(_F32_ONLY)
+    k = _native.lib()
+    for name in declared:
+        assert np.dtype(np.float32) in getattr(k, name)

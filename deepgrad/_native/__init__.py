@@ -77,6 +77,23 @@ class Kernels:
     """The loaded library: ``kernels.<name>[dtype]`` is the ctypes function for that dtype
     (float32 or float64; float32 only for the names in ``_F32_ONLY``)."""
 
+    lstm_gates: dict[np.dtype, Any]
+    lstm_output: dict[np.dtype, Any]
+    lstm_backward_step: dict[np.dtype, Any]
+    tanh_backward: dict[np.dtype, Any]
+    sigmoid_backward: dict[np.dtype, Any]
+    relu_backward: dict[np.dtype, Any]
+    sgd_update: dict[np.dtype, Any]
+    adam_update: dict[np.dtype, Any]
+    conv2d_direct: dict[np.dtype, Any]
+    conv2d_weight_grad: dict[np.dtype, Any]
+    pad2d: dict[np.dtype, Any]
+    im2col: dict[np.dtype, Any]
+    max_pool_2x2: dict[np.dtype, Any]
+    max_pool_2x2_backward: dict[np.dtype, Any]
+    avg_pool_2x2: dict[np.dtype, Any]
+    avg_pool_2x2_backward: dict[np.dtype, Any]
+
     def __init__(self, cdll: ctypes.CDLL, path: Path) -> None:
         self.path = path
         for name, sig in _SIGNATURES.items():

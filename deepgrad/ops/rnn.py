@@ -369,18 +369,18 @@ class LSTMLayer(_RecurrentLayer):
             cells = (_empty(xp, (H, N), dt), _empty(xp, (H, N), dt))
             C = [cells[t % 2] for t in range(T)]
             TC = [_empty(xp, (H, N), dt)] * T
-        ig = _empty(xp, (H, N), dt)
         h_last = _empty(xp, (H, N), dt)
         c_init = self._initial(c0, _empty(xp, (H, N), dt))
-        step = -1 if reverse else 1
-        h_prev = HP[order[0]]
-        c_prev = c_init
         hx = _ToColumns(xp, HP, reverse) if self.need_hx else None
-        matmul, add, mul, tanh, copyto = xp.matmul, xp.add, xp.multiply, xp.tanh, xp.copyto
         kern = _kernels(xp, dt)
         if kern is not None and all(o.strides[1] == o.itemsize for o in outs):
             return self._forward_native(kern, w, A, C, TC, HP, c_init, h_last, outs, order, hx,
                                         hn, cn)
+        ig = _empty(xp, (H, N), dt)
+        step = -1 if reverse else 1
+        h_prev = HP[order[0]]
+        c_prev = c_init
+        matmul, add, mul, tanh, copyto = xp.matmul, xp.add, xp.multiply, xp.tanh, xp.copyto
         for t in order:
             a = A[t]
             matmul(w, h_prev, out=a)

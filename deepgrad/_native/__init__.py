@@ -33,7 +33,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["lib", "status", "enabled", "address"]
+__all__ = ["lib", "for_dtype", "status", "enabled", "address"]
 
 _SOURCE = Path(__file__).with_name("kernels.c")
 # -ffp-contract=off: no fused multiply-adds, which would round differently from NumPy's
@@ -232,18 +232,22 @@ def enabled(on: bool) -> Iterator[None]:
 MIN_ELEMENTS = 4096
 
 
+def for_dtype(dt) -> Kernels | None:
+    """The kernels if they are in use and written for ``dt`` (float32 or float64), else None."""
+    if dt != np.float32 and dt != np.float64:
+        return None
+    return lib()
+
+
 def unary_operands(y: np.ndarray, g: np.ndarray):
     """The kernels for an activation's backward on its saved output ``y`` and the gradient
     ``g``, or None: both float32 or float64 of one dtype and shape, C-contiguous, and at least
     ``MIN_ELEMENTS`` of them."""
-    dt = y.dtype
-    if (dt != np.float32 and dt != np.float64) or g.dtype != dt or g.shape != y.shape:
-        return None
-    if y.size < MIN_ELEMENTS:
+    if g.dtype != y.dtype or g.shape != y.shape or y.size < MIN_ELEMENTS:
         return None
     if not (y.flags.c_contiguous and g.flags.c_contiguous):
         return None
-    return lib()
+    return for_dtype(y.dtype)
 
 
 _char = ctypes.c_char

@@ -34,12 +34,13 @@ cache-sized block of grid columns at a time; but col2im when outputs cover littl
 Native direct convolution (optional, ``deepgrad._native``). Where a C compiler is at hand and
 the reduction ``C*kh*kw`` is small (LeNet's layers), BLAS runs the GEMMs above with a handful
 of rows, far below its speed, and building the patch matrix costs more than the arithmetic.
-A native kernel then convolves the zero-padded input directly, blocks of 8 output channels by
-a vector of output columns by two output rows in registers; the input gradient (stride 1) is
-the same kernel on the padded ``gy`` with the flipped, transposed weight; the weight gradient
-runs its lanes over output channels, or, for few of them, copies patch matrices of a few
-images at a time for GEMMs. These sum in their own order: results equal the NumPy path's to
-rounding (``tests/test_native.py``). Without the kernels, everything runs as described above.
+A native kernel then convolves the zero-padded input directly, blocks of 6 or 8 output
+channels by a vector of output columns by two output rows in registers; the input gradient
+(stride 1) is the same kernel on the padded ``gy`` with the flipped, transposed weight; the
+weight gradient runs its lanes over output channels, or, for few of them, copies patch
+matrices of a few images at a time for GEMMs. These sum in their own order: results equal the
+NumPy path's to rounding (``tests/test_native.py``). Without the kernels, everything runs as
+described above.
 
 Large temporaries come from ``_scratch``, a small pool of reused arrays, and outputs and
 gradients from ``backend.empty`` (reused once nothing refers to them): on the machines this
@@ -388,9 +389,7 @@ _NATIVE_MIN_C_INPUT_GRAD = 4
 def _native_kernels(g: _Geom, dt: np.dtype, reduction: int, width: int):
     if g.G != 1 or width < _NATIVE_MIN_OW or reduction > _NATIVE_MAX_K:
         return None
-    if dt != np.float32 and dt != np.float64:
-        return None
-    return _native.lib()
+    return _native.for_dtype(dt)
 
 
 def _padded_flat(x: np.ndarray, top: int, bottom: int, left: int, right: int, slack: int):
@@ -399,7 +398,7 @@ def _padded_flat(x: np.ndarray, top: int, bottom: int, left: int, right: int, sl
     hp, wp = h + top + bottom, w + left + right
     size = n * c * hp * wp
     flat = _scratch.get((size + slack,), x.dtype)
-    kern = _native.lib() if x.flags.c_contiguous else None
+    kern = _native.for_dtype(x.dtype) if x.flags.c_contiguous else None
     if kern is not None:
         kern.pad2d[x.dtype](_native.address(x), n * c, h, w, top, bottom, left, right, slack,
                             _native.address(flat))
@@ -1082,7 +1081,7 @@ class _PoolGeom:
     top/left and as much as the last windows reach on the bottom/right."""
 
     __slots__ = ("H", "W", "kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw", "OH", "OW", "Hp",
-                 "Wp", "tiles")
+                 "Wp", "tiles", "halves")
 
     def __init__(self, hw, kernel, stride, padding, dilation, out):
         self.H, self.W = hw
@@ -1097,6 +1096,8 @@ class _PoolGeom:
         self.tiles = (self.sh == self.kh and self.sw == self.kw and self.dh == 1
                       and self.dw == 1 and self.ph == 0 and self.pw == 0
                       and self.OH * self.kh == self.H and self.OW * self.kw == self.W)
+        # 2x2 windows with stride 2 over the whole input (the native pooling kernels' case)
+        self.halves = self.tiles and self.kh == 2 and self.kw == 2
 
     def padded(self, x: np.ndarray, fill) -> np.ndarray:
         if self.Hp == self.H and self.Wp == self.W:
@@ -1140,9 +1141,9 @@ _offsets: dict = {}
 
 
 def _window_offsets(h: int, w: int) -> tuple:
-    """``(offsets, planes)`` for the native 2x2 max pooling: the offsets of the top-left
-    elements of the windows of as many consecutive (h, w) planes as fit the kernel's buffers,
-    in order (kept per plane size)."""
+    """``(offsets, planes)`` for the native 2x2 max and average pooling: the offsets of the
+    top-left elements of the windows of as many consecutive (h, w) planes as fit the kernels'
+    buffers, in order (kept per plane size)."""
     found = _offsets.get((h, w))
     if found is None:
         rows = np.arange(0, h - 1, 2, dtype=np.int32)[:, None] * w
@@ -1172,7 +1173,7 @@ class MaxPoolNd(Function):
         x4 = x.reshape(x.shape[:-1] + (1, x.shape[-1])) if nd == 1 else x
         g = _PoolGeom(x4.shape[-2:], kernel, stride, padding, dilation, out)
         self.g = g
-        if g.tiles and g.kh == g.kw == 2 and not return_indices:
+        if g.halves and not return_indices:
             y = self._native_2x2(x4)
             if y is not None:
                 return y.reshape(self.x_shape[:-1] + (g.OW,)) if nd == 1 else y
@@ -1243,8 +1244,7 @@ class MaxPoolNd(Function):
         choice = self.choice
         gy = grad.reshape(choice.shape)
         lead = choice.shape[:-2]
-        if (g.tiles and g.kh == g.kw == 2 and choice.dtype == np.uint8
-                and choice.flags.c_contiguous):
+        if g.halves and choice.dtype == np.uint8 and choice.flags.c_contiguous:
             k = _pool_2x2_kernels(g, gy)
             if k is not None:
                 gx = backend.empty(lead + (g.H, g.W), grad.dtype)
@@ -1321,7 +1321,9 @@ class AvgPoolNd(Function):
         self.g = g
         div = self.divisor(g, count_include_pad, divisor_override, x.dtype)
         self.div = div
-        if g.tiles and g.kh == g.kw == 2 and isinstance(div, int) and div == 4:
+        # the native kernels divide by 4 (a float32 4.0, like NumPy's weak int)
+        self.quarters = g.halves and isinstance(div, int) and div == 4
+        if self.quarters:
             y = self._native_2x2(x4)
             if y is not None:
                 return y.reshape(y.shape[:-2] + (y.shape[-1],)) if nd == 1 else y
@@ -1390,7 +1392,7 @@ class AvgPoolNd(Function):
         gy = grad.reshape(self.y4)
         lead = gy.shape[:-2]
         dt = np.result_type(gy, self.div)
-        if g.tiles and g.kh == g.kw == 2 and isinstance(self.div, int) and self.div == 4:
+        if self.quarters:
             k = _pool_2x2_kernels(g, gy)
             if k is not None:
                 gx = backend.empty(lead + (g.H, g.W), dt)

@@ -54,9 +54,7 @@ def _swap_go(dst, src, H: int) -> None:
 
 def _kernels(xp, dt):
     """The native kernels (``deepgrad._native``) for NumPy arrays of dtype ``dt``, or None."""
-    if xp is not np or (dt != np.float32 and dt != np.float64):
-        return None
-    return _native.lib()
+    return _native.for_dtype(dt) if xp is np else None
 
 
 def _addresses(blocks, n: int) -> list:

@@ -713,15 +713,17 @@ def native_operands(a, d, bufs):
     """The native kernels of ``deepgrad._native`` for these arrays, or None: they need float32
     or float64 arrays of one dtype, C-contiguous, none overlapping another, and at least
     ``_native.MIN_ELEMENTS`` elements."""
-    dt = a.dtype
-    if (dt != np.float32 and dt != np.float64) or a.size < _native.MIN_ELEMENTS:
+    if a.size < _native.MIN_ELEMENTS:
         return None
-    for x in (a, d, *bufs):
-        if x.dtype != dt or not x.flags.c_contiguous or x.shape != a.shape:
+    arrays = (a, d, *bufs)
+    for x in arrays:
+        if x.dtype != a.dtype or not x.flags.c_contiguous or x.shape != a.shape:
             return None
-    if len({_native.address(x) for x in (a, d, *bufs)}) != 2 + len(bufs):
-        return None
-    return _native.lib()
+    for i, x in enumerate(arrays):  # the kernels' pointers are restrict
+        for y in arrays[i + 1:]:
+            if np.may_share_memory(x, y):
+                return None
+    return _native.for_dtype(a.dtype)
 
 
 def l2_gradient(param, grad, weight_decay: float, coef, maximize: bool, out):

@@ -420,3 +420,17 @@ def test_every_kernel_is_declared_and_loaded():
     k = _native.lib()
     for name in declared:
         assert np.dtype(np.float32) in getattr(k, name)
+
+
+@needs_kernels
+def test_optimizer_native_skips_overlapping_operands(monkeypatch):
+    """A gradient that overlaps its parameter (views of one buffer at different offsets) goes
+    through NumPy: the kernels assume their arrays do not alias."""
+    spy = _Spy(monkeypatch, "sgd_update")
+    buf = np.ones(3 * _native.MIN_ELEMENTS, np.float32)
+    n = 2 * _native.MIN_ELEMENTS
+    p = dg.nn.Parameter(dg.from_numpy(buf[:n].copy()))
+    p.data = buf[:n]
+    p.grad = dg.from_numpy(buf[_native.MIN_ELEMENTS:])
+    dg.optim.SGD([p], lr=0.5).step()
+    assert spy.calls == 0

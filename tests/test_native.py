@@ -270,7 +270,11 @@ def test_activation_backward_native_equals_numpy_bit_for_bit(monkeypatch, dt, na
 # (N, C, H, W, O, kernel, stride, padding, dilation): every case is one the native kernels take
 # (output rows of 8 or more, C*kh*kw <= 400)
 _CONVS = [
-    (2, 1, 12, 12, 6, 5, 1, 2, 1),     # LeNet's first layer, shrunk: weight grad by patches
+    (2, 1, 12, 12, 6, 5, 1, 2, 1),     # LeNet's first layer, shrunk: weight grad along rows
+    (2, 2, 12, 12, 6, 3, 1, 1, 1),     # 2 channels, 6 outputs: weight grad by patches
+    (3, 1, 20, 37, 5, 3, 1, 1, 1),     # 1 channel, 3x3, rows of 37 (a partial vector)
+    (2, 1, 10, 12, 4, 2, 1, 0, 1),     # 1 channel, 2x2: the generic loop along rows
+    (2, 1, 17, 21, 3, 3, 2, 1, 1),     # 1 channel, stride 2: by patches
     (3, 6, 14, 14, 16, 5, 1, 0, 1),    # LeNet's second layer: weight grad by the kernel
     (2, 3, 21, 19, 20, 3, 2, 1, 1),    # stride 2, odd sizes, 20 output channels (3 blocks)
     (2, 2, 16, 18, 9, 3, 1, 2, 2),     # dilation
@@ -312,14 +316,38 @@ def test_conv2d_native_matches_numpy(monkeypatch, dt, case):
 @needs_kernels
 def test_conv2d_native_kernels_are_the_ones_used(monkeypatch):
     spies = {name: _Spy(monkeypatch, name) for name in
-             ("conv2d_direct", "conv2d_weight_grad", "im2col")}
-    _conv_run(True, np.float32, _CONVS[1])  # 16 output channels: weight grad by the kernel
+             ("conv2d_direct", "conv2d_weight_grad", "im2col", "conv2d_weight_grad_rows")}
+    _conv_run(True, np.float32, _CONVS[5])  # 16 output channels: weight grad by the kernel
     assert spies["conv2d_direct"].calls == 2  # forward and input grad (6 channels)
     assert spies["conv2d_weight_grad"].calls == 1 and spies["im2col"].calls == 0
-    _conv_run(True, np.float32, _CONVS[0])  # 6 output channels: patches and a GEMM
-    assert spies["im2col"].calls == 1
+    _conv_run(True, np.float32, _CONVS[0])  # 1 channel, 6 outputs: along the output rows
+    assert spies["conv2d_weight_grad_rows"].calls == 1 and spies["im2col"].calls == 0
     # the input grad of a 1-channel input is BLAS's: the forward only
     assert spies["conv2d_direct"].calls == 2 + 1
+    _conv_run(True, np.float32, _CONVS[1])  # 2 channels, 6 outputs: patches and a GEMM
+    assert spies["im2col"].calls == 1 and spies["conv2d_weight_grad_rows"].calls == 1
+
+
+@needs_kernels
+@pytest.mark.parametrize("index, rows", [(0, True), (2, True), (3, True), (4, False)])
+def test_conv2d_one_channel_weight_grad_along_rows(monkeypatch, index, rows):
+    spy = _Spy(monkeypatch, "conv2d_weight_grad_rows")
+    _conv_run(True, np.float32, _CONVS[index])  # (float64's 8 lanes over 6 outputs idle less)
+    assert spy.calls == int(rows)
+
+
+@needs_kernels
+def test_conv2d_weight_grad_along_rows_takes_a_broadcast_gradient():
+    xa = np.random.default_rng(3).standard_normal((3, 1, 12, 20)).astype(np.float32)
+    grads = []
+    for native in (True, False):
+        with _native.enabled(native):
+            x = dg.from_numpy(xa)
+            w = dg.from_numpy(np.linspace(-1, 1, 150, dtype=np.float32).reshape(6, 1, 5, 5))
+            w.requires_grad_(True)
+            dg.nn.functional.conv2d(x, w, padding=2).sum().backward()  # gy: a broadcast 1
+            grads.append(w.grad.data.copy())
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-5)
 
 
 @needs_kernels

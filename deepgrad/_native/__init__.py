@@ -59,6 +59,7 @@ _SIGNATURES: dict[str, tuple] = {
     "adam_update": (_P, _P, _P, _P, _P, _L, "T", "T", "T", "T", "T", "T", "T", "T", _I),
     "conv2d_direct": (_P, _L, _L, _L, _L, _P, _L, _L, _L, _P, _P, _L, _L, _L, _L, _L, _L),
     "conv2d_weight_grad": (_P, _L, _L, _L, _L, _P, _L, _L, _L, _L, _L, _L, _L, _L, _L, _P),
+    "conv2d_weight_grad_rows": (_P, _L, _L, _L, _P, _L, _L, _L, _L, _L, _P),
     "pad2d": (_P, _L, _L, _L, _L, _L, _L, _L, _L, _P),
     "im2col": (_P, _L, _L, _L, _L, _L, _L, _P, _L, _L, _L, _L, _L, _L),
 }
@@ -87,6 +88,7 @@ class Kernels:
     adam_update: dict[np.dtype, Any]
     conv2d_direct: dict[np.dtype, Any]
     conv2d_weight_grad: dict[np.dtype, Any]
+    conv2d_weight_grad_rows: dict[np.dtype, Any]
     pad2d: dict[np.dtype, Any]
     im2col: dict[np.dtype, Any]
     max_pool_2x2: dict[np.dtype, Any]

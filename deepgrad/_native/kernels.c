@@ -370,7 +370,59 @@ void conv2d_weight_grad_##S(const T *restrict xp, long N, long C, long Hp, long 
     }                                                                                           \
 }
 
+/* Weight gradient of a one-channel convolution (LeNet's first layer: 6 output channels, too
+ * few for lanes over them), stride 1, no dilation, with lanes along the output rows:
+ * gw[o, i, j] = sum over n, y, x of gy[n, o, y, x] * xq[n, y + i, x + j]. A register block
+ * holds the kh*kw accumulators of one output channel (at most ROWS_MAX_TAPS) over all images
+ * and rows; each is summed across its lanes at the end. xq is the padded input with rows of Wq
+ * >= (OW rounded up to VL) + kw - 1 elements, zero past the padded width: the lanes of a
+ * row's last, partial vector of gy are zero and meet zeros of xq. */
+#define ROWS_MAX_TAPS 25
+#define WGRAD_ROWS(T, S, VL)                                                                    \
+static inline __attribute__((always_inline)) void wgrad_rows_##S(                               \
+        const T *restrict xq, long N, long Hq, long Wq, const T *restrict gy, long O, long OH,  \
+        long OW, long kh, long kw, T *restrict gw) {                                            \
+    long taps = kh * kw;                                                                        \
+    for (long o = 0; o < O; o++) {                                                              \
+        vec_##S acc[ROWS_MAX_TAPS];                                                             \
+        for (long t = 0; t < taps; t++) acc[t] = (vec_##S){0};                                  \
+        for (long n = 0; n < N; n++)                                                            \
+        for (long y = 0; y < OH; y++) {                                                         \
+            const T *g = gy + ((n * O + o) * OH + y) * OW;                                      \
+            for (long x0 = 0; x0 < OW; x0 += VL) {                                              \
+                vec_##S gv;                                                                     \
+                memcpy(&gv, g + x0, sizeof gv);                                                 \
+                for (long i = 0; i < kh; i++) {                                                 \
+                    const T *xr = xq + (n * Hq + y + i) * Wq + x0;                              \
+                    for (long j = 0; j < kw; j++) {                                             \
+                        vec_##S xv;                                                             \
+                        memcpy(&xv, xr + j, sizeof xv);                                         \
+                        acc[i * kw + j] += gv * xv;                                             \
+                    }                                                                           \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+        for (long t = 0; t < taps; t++) {                                                       \
+            T sum = 0;                                                                          \
+            for (int l = 0; l < VL; l++) sum += acc[t][l];                                      \
+            gw[o * taps + t] = sum;                                                             \
+        }                                                                                       \
+    }                                                                                           \
+}                                                                                               \
+void conv2d_weight_grad_rows_##S(const T *xq, long N, long Hq, long Wq, const T *gy, long O,    \
+                                 long OH, long OW, long kh, long kw, T *gw) {                   \
+    /* constant kernel sizes unroll the tap loops and keep the accumulators in registers */     \
+    if (kh == 5 && kw == 5)                                                                     \
+        wgrad_rows_##S(xq, N, Hq, Wq, gy, O, OH, OW, 5, 5, gw);                                 \
+    else if (kh == 3 && kw == 3)                                                                \
+        wgrad_rows_##S(xq, N, Hq, Wq, gy, O, OH, OW, 3, 3, gw);                                 \
+    else                                                                                        \
+        wgrad_rows_##S(xq, N, Hq, Wq, gy, O, OH, OW, kh, kw, gw);                               \
+}
+
 CONV_KERNELS(float, f32, 16)
+WGRAD_ROWS(float, f32, 16)
+WGRAD_ROWS(double, f64, 8)
 CONV_KERNELS(double, f64, 8)
 #pragma GCC pop_options
 

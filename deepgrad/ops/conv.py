@@ -498,6 +498,42 @@ def _native_weight_grad(kern, flat: np.ndarray, gy: np.ndarray, g: _Geom) -> np.
     return np.ascontiguousarray(acc[:, :g.O].T).reshape(g.O, g.C, g.kh, g.kw)
 
 
+# the one-channel weight gradient with lanes along the output rows keeps all its taps'
+# accumulators in registers (ROWS_MAX_TAPS in kernels.c). LeNet's first layer (1-6 5x5 on
+# 28x28 with padding 2) at 2 threads, against patches and a GEMM: see _native_weight_grad_rows.
+_ROWS_MAX_TAPS = 25
+
+
+def _rows_weight_grad_applies(g: _Geom) -> bool:
+    return (g.C == 1 and g.G == 1 and g.kh * g.kw <= _ROWS_MAX_TAPS and g.sh == 1 and g.sw == 1
+            and g.dh == 1 and g.dw == 1)
+
+
+def _native_weight_grad_rows(kern, flat: np.ndarray, gy: np.ndarray, g: _Geom) -> np.ndarray:
+    """gw (O, 1, kh, kw) of a one-channel convolution from the flat padded input a native
+    forward saved, by the kernel with lanes along the output rows: the padded input is first
+    re-laid with rows wide enough for whole vectors past the last output column, zero-filled."""
+    dt = gy.dtype
+    lanes = 64 // dt.itemsize
+    ow = -(-g.OW // lanes) * lanes
+    wq = ow + g.kw - 1
+    xq = _scratch.get((g.N, g.Hp, wq), dt)
+    xq[:, :, g.Wp:] = 0
+    xq[:, :, :g.Wp] = flat[:g.N * g.Hp * g.Wp].reshape(g.N, g.Hp, g.Wp)
+    if ow != g.OW or not gy.flags.c_contiguous:
+        gyq = _scratch.get((g.N, g.O, g.OH, ow), dt)
+        gyq[..., g.OW:] = 0
+        gyq[..., :g.OW] = gy
+    else:
+        gyq = gy
+    gw = np.empty((g.O, 1, g.kh, g.kw), dt)
+    addr = _native.address
+    kern.conv2d_weight_grad_rows[dt](addr(xq), g.N, g.Hp, wq, addr(gyq), g.O, g.OH, ow, g.kh,
+                                     g.kw, addr(gw))
+    _scratch.put(xq, gyq if gyq is not gy else None)
+    return gw
+
+
 def _native_input_grad(gy: np.ndarray, w: np.ndarray, g: _Geom, b_out):
     """The input gradient of a stride-1 convolution as the direct convolution of gy, padded by
     the kernel's reach less the forward padding, with the flipped, transposed weight; None when
@@ -614,8 +650,9 @@ def _conv_backward(gy: np.ndarray, w: np.ndarray, saved, g: _Geom, need_x: bool,
             lanes = 64 // gy.itemsize
             if 2 * g.O >= -(-g.O // lanes) * lanes:
                 gw = _native_weight_grad(kern, saved, gy, g)
-            else:  # most lanes would idle: patches and a GEMM (LeNet's 6-channel conv: 1.9x;
-                # lanes along the output rows instead measured no better than lanes idling)
+            elif _rows_weight_grad_applies(g):
+                gw = _native_weight_grad_rows(kern, saved, gy, g)
+            else:  # most lanes would idle: patches and a GEMM (LeNet's 6-channel conv: 1.9x)
                 gw = _native_weight_grad_patches(kern, saved, gy, g)
         if need_x and gx is None:
             gx = _conv_backward_numpy(gy, w, None, g, True, False, b_out)[0]

@@ -370,6 +370,117 @@ def test_conv2d_native_passes_gradcheck():
         lambda x, w, b: dg.nn.functional.conv2d(x, w, b, stride=2, dilation=2), (x, w, b))
 
 
+# ---- Winograd convolution (3x3, stride 1, 16 or more channels) -------------------------------
+# (N, C, H, W, O, padding): all take the Winograd kernels
+_WINOGRAD = [
+    (2, 16, 8, 8, 16, 1),
+    (3, 20, 7, 9, 17, 1),       # odd sizes: half tiles at the bottom and right
+    (2, 32, 5, 6, 24, 0),
+    (2, 18, 5, 6, 16, 2),       # padding 2; channels not a multiple of the register blocks
+    (2, 16, 1, 1, 16, 1),       # one pixel
+    (1, 16, 12, 40, 30, (1, 0)),
+]
+
+
+def _winograd_run(native: bool, dt, case, threads: str | None = None, monkeypatch=None):
+    n, c, h, w, o, p = case
+    if threads is not None:
+        monkeypatch.setenv("DEEPGRAD_NUM_THREADS", threads)
+    return _conv_run(native, dt, (n, c, h, w, o, 3, 1, p, 1))
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("case", _WINOGRAD, ids=lambda c: "x".join(map(str, c[:5])))
+def test_winograd_conv2d_matches_numpy(monkeypatch, dt, case):
+    spies = {name: _Spy(monkeypatch, name) for name in ("winograd_conv", "winograd_weight_grad")}
+    native = _winograd_run(True, dt, case)
+    assert spies["winograd_conv"].calls == 2  # forward and input gradient
+    assert spies["winograd_weight_grad"].calls == 1
+    reference = _winograd_run(False, dt, case)
+    eps = 1e-5 if dt == np.float32 else 1e-12
+    for a, b in zip(native, reference):  # rounding grows with the sums: errors relative to them
+        np.testing.assert_allclose(a, b, rtol=eps, atol=eps * np.abs(b).max())
+
+
+@needs_kernels
+@pytest.mark.parametrize("case", [(2, 16, 6, 6, 24, 1), (1, 24, 7, 5, 16, 0)])
+def test_winograd_conv_transpose2d_matches_numpy(monkeypatch, case):
+    spy = _Spy(monkeypatch, "winograd_conv")
+    n, c, h, w, o, p = case
+    native = _conv_run(True, np.float64, (n, c, h, w, o, 3, 1, p, 1), transpose=True)
+    assert spy.calls == 2  # forward (an input gradient) and input gradient (a forward)
+    reference = _conv_run(False, np.float64, (n, c, h, w, o, 3, 1, p, 1), transpose=True)
+    for a, b in zip(native, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@needs_kernels
+@pytest.mark.parametrize("case", [
+    (2, 8, 8, 8, 16, 3, 1, 1, 1),     # 8 input channels: the direct kernel
+    (2, 16, 9, 9, 16, 3, 2, 1, 1),    # stride 2
+    (2, 16, 9, 9, 16, 3, 1, 2, 2),    # dilation
+    (2, 16, 9, 9, 16, 5, 1, 2, 1),    # 5x5
+])
+def test_winograd_applies_only_to_3x3_stride_1_with_channels(monkeypatch, case):
+    spy = _Spy(monkeypatch, "winograd_conv")
+    _conv_run(True, np.float64, case)
+    assert spy.calls == 0
+
+
+@needs_kernels
+def test_winograd_passes_gradcheck():
+    x = dg.randn(1, 16, 4, 3, dtype=dg.float64, requires_grad=True)
+    w = dg.randn(16, 16, 3, 3, dtype=dg.float64, requires_grad=True)
+    b = dg.randn(16, dtype=dg.float64, requires_grad=True)
+    assert dg.autograd.gradcheck(
+        lambda x, w, b: dg.nn.functional.conv2d(x, w, b, padding=1), (x, w, b))
+
+
+@needs_kernels
+def test_winograd_threads_split_images_not_results(monkeypatch):
+    case = (5, 16, 6, 7, 20, 1)
+    one = _winograd_run(True, np.float32, case, "1", monkeypatch)
+    three = _winograd_run(True, np.float32, case, "3", monkeypatch)
+    for a, b in zip(one[:2], three[:2]):  # forward and input gradient: each image on its own
+        np.testing.assert_array_equal(a, b)
+    # the weight gradient sums the threads' parts: another order of the same sums
+    np.testing.assert_allclose(one[2], three[2], rtol=1e-5, atol=1e-5 * np.abs(one[2]).max())
+
+
+@needs_kernels
+def test_winograd_declined_falls_back_to_numpy(monkeypatch):
+    k = _native.lib()
+    monkeypatch.setattr(k, "winograd_conv", {dt: (lambda *a: -1) for dt in k.winograd_conv})
+    monkeypatch.setattr(k, "winograd_weight_grad",
+                        {dt: (lambda *a: -1) for dt in k.winograd_weight_grad})
+    native = _winograd_run(True, np.float64, _WINOGRAD[1])
+    reference = _winograd_run(False, np.float64, _WINOGRAD[1])
+    for a, b in zip(native, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@needs_kernels
+def test_winograd_input_changed_in_place_is_caught():
+    x = dg.randn(2, 16, 6, 6, requires_grad=False)
+    w = dg.randn(16, 16, 3, 3, requires_grad=True)
+    y = dg.nn.functional.conv2d(x, w, padding=1)
+    x.add_(1.0)
+    with pytest.raises(RuntimeError, match="in-place"):
+        y.sum().backward()
+
+
+@pytest.mark.parametrize("env, expected", [({"DEEPGRAD_NUM_THREADS": "3"}, 3),
+                                           ({"OMP_NUM_THREADS": "2"}, 2),
+                                           ({"OPENBLAS_NUM_THREADS": "1"}, 1)])
+def test_native_threads_follow_the_environment(monkeypatch, env, expected):
+    for var in ("DEEPGRAD_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert _native.threads() == expected
+
+
 # ---- max pooling ------------------------------------------------------------------------------
 def _pool_native_and_numpy(monkeypatch, pool, kernel: str, x, g):
     """Forward and backward of ``pool`` with the native kernels and without: both must run

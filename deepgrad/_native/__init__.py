@@ -33,12 +33,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["lib", "for_dtype", "status", "enabled", "address"]
+__all__ = ["lib", "for_dtype", "status", "enabled", "address", "threads"]
 
 _SOURCE = Path(__file__).with_name("kernels.c")
 # -ffp-contract=off: no fused multiply-adds, which would round differently from NumPy's
 # separate multiply and add; -fno-math-errno lets sqrt vectorise (it is exact either way)
-_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-fPIC", "-shared"]
+_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-fPIC", "-shared", "-pthread"]
 _NATIVE_ARCH = ["-march=native"]
 
 _lock = threading.Lock()
@@ -62,8 +62,15 @@ _SIGNATURES: dict[str, tuple] = {
     "conv2d_weight_grad_rows": (_P, _L, _L, _L, _P, _L, _L, _L, _L, _L, _P),
     "pad2d": (_P, _L, _L, _L, _L, _L, _L, _L, _L, _P),
     "im2col": (_P, _L, _L, _L, _L, _L, _L, _P, _L, _L, _L, _L, _L, _L),
+    "winograd_workspace": (_L, _L, _L, _L, _L, _I),
+    "winograd_conv": (_P, _L, _L, _L, _L, _L, _L, _P, _L, _P, _P, _L, _L, _L, _I, _P, _L),
+    "winograd_weight_grad": (_P, _L, _L, _L, _L, _L, _L, _P, _L, _L, _L, _L, _I, _P, _L, _P),
 }
 
+
+# kernels that return a value: a status (0, or -1 when the arguments do not fit), or a size
+_RETURNS = {"winograd_conv": ctypes.c_int, "winograd_weight_grad": ctypes.c_int,
+            "winograd_workspace": ctypes.c_long}
 
 # kernels written for float32 only (their vector code is float32's)
 _F32_ONLY: dict[str, tuple] = {
@@ -91,6 +98,9 @@ class Kernels:
     conv2d_weight_grad_rows: dict[np.dtype, Any]
     pad2d: dict[np.dtype, Any]
     im2col: dict[np.dtype, Any]
+    winograd_workspace: dict[np.dtype, Any]
+    winograd_conv: dict[np.dtype, Any]
+    winograd_weight_grad: dict[np.dtype, Any]
     max_pool_2x2: dict[np.dtype, Any]
     max_pool_2x2_backward: dict[np.dtype, Any]
     avg_pool_2x2: dict[np.dtype, Any]
@@ -104,7 +114,7 @@ class Kernels:
                                        (np.dtype(np.float64), "f64", ctypes.c_double)):
                 fn = getattr(cdll, f"{name}_{suffix}")
                 fn.argtypes = [scalar if a == "T" else a for a in sig]
-                fn.restype = None
+                fn.restype = _RETURNS.get(name)
                 table[dt] = fn
             setattr(self, name, table)
         for name, sig in _F32_ONLY.items():
@@ -232,6 +242,24 @@ def enabled(on: bool) -> Iterator[None]:
 # operands' addresses costs more than NumPy's few short passes (the XOR net's step was 11%
 # slower with every update and gradient native).
 MIN_ELEMENTS = 4096
+
+
+_THREAD_VARS = ("DEEPGRAD_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def threads() -> int:
+    """Threads for the kernels that split their work (the Winograd convolution): the first of
+    DEEPGRAD_NUM_THREADS, OMP_NUM_THREADS and OPENBLAS_NUM_THREADS that is set (the last two
+    are what NumPy's BLAS and PyTorch follow, so a benchmark's thread count holds for all
+    three), else the CPUs this process may run on."""
+    for var in _THREAD_VARS:
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def for_dtype(dt) -> Kernels | None:

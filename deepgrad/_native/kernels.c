@@ -8,7 +8,9 @@
  *
  * Every kernel comes in float32 (suffix _f32) and float64 (_f64). Strides are in elements.
  */
+#include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <math.h>
 
@@ -420,6 +422,172 @@ void conv2d_weight_grad_rows_##S(const T *xq, long N, long Hq, long Wq, const T 
         wgrad_rows_##S(xq, N, Hq, Wq, gy, O, OH, OW, kh, kw, gw);                               \
 }
 
+/* The 16 GEMMs of the Winograd convolution, one thread: M[k] = U[k] @ V[k] for k < 16, U
+ * (16, O, C), V (16, C, P), M (16, O, P). BLAS's threads lose on these shapes (a reduction of
+ * only C, and 16 products per block of images) and, after every call, keep spinning on the
+ * core our next transform wants. Register block: WG_MR rows of U (packed, so a row's value is
+ * one broadcast) by two vectors of columns of V. */
+#define WG_MR 12
+#define WG_NT_O 4 /* rows of Tg per register block of winograd_gemm_nt */
+#define WG_NT_CHUNK 256 /* tiles per chunk of winograd_gemm_nt */
+#define WINOGRAD_GEMM(T, S, VL)                                                                 \
+/* U (16, O, C) packed for winograd_gemm: per k, panels of WG_MR rows, column-major inside      \
+ * (a panel's rows for one c are adjacent), rows past O zero; 16 * panels * WG_MR * C values */ \
+static void winograd_pack_##S(const T *restrict U, long O, long C, T *restrict packed) {        \
+    long panels = (O + WG_MR - 1) / WG_MR;                                                      \
+    for (int k = 0; k < 16; k++) {                                                              \
+        const T *u = U + k * O * C;                                                             \
+        T *ap = packed + k * panels * WG_MR * C;                                                \
+        for (long pn = 0; pn < panels; pn++)                                                    \
+            for (long c = 0; c < C; c++)                                                        \
+                for (long r = 0; r < WG_MR; r++) {                                              \
+                    long o = pn * WG_MR + r;                                                    \
+                    ap[(pn * C + c) * WG_MR + r] = o < O ? u[o * C + c] : (T)0;                 \
+                }                                                                               \
+    }                                                                                           \
+}                                                                                               \
+static void winograd_gemm_##S(const T *restrict packed, const T *restrict V, long O, long C,    \
+                              long P, T *restrict M, T *restrict tail) {                        \
+    long panels = (O + WG_MR - 1) / WG_MR;                                                      \
+    for (int k = 0; k < 16; k++) {                                                              \
+        const T *v = V + k * C * P;                                                             \
+        const T *ap = packed + k * panels * WG_MR * C;                                          \
+        T *m = M + k * O * P;                                                                   \
+        long n0 = 0;                                                                            \
+        for (; n0 + 2 * VL <= P; n0 += 2 * VL)                                                  \
+            for (long pn = 0; pn < panels; pn++) {                                              \
+                const T *a = ap + pn * C * WG_MR;                                               \
+                vec_##S acc0[WG_MR], acc1[WG_MR];                                               \
+                for (int r = 0; r < WG_MR; r++) acc0[r] = acc1[r] = (vec_##S){0};               \
+                for (long c = 0; c < C; c++) {                                                  \
+                    vec_##S b0, b1;                                                             \
+                    memcpy(&b0, v + c * P + n0, sizeof b0);                                     \
+                    memcpy(&b1, v + c * P + n0 + VL, sizeof b1);                                \
+                    for (int r = 0; r < WG_MR; r++) {                                           \
+                        acc0[r] += a[c * WG_MR + r] * b0;                                       \
+                        acc1[r] += a[c * WG_MR + r] * b1;                                       \
+                    }                                                                           \
+                }                                                                               \
+                long rows = O - pn * WG_MR < WG_MR ? O - pn * WG_MR : WG_MR;                    \
+                for (long r = 0; r < rows; r++) {                                               \
+                    T *mr = m + (pn * WG_MR + r) * P + n0;                                      \
+                    memcpy(mr, &acc0[r], sizeof acc0[r]);                                       \
+                    memcpy(mr + VL, &acc1[r], sizeof acc1[r]);                                  \
+                }                                                                               \
+            }                                                                                   \
+        /* the last columns, a vector at a time; a last partial one through a zero-padded       \
+         * copy, so that every column gets the same operations wherever a block's columns       \
+         * start (results do not depend on the blocks, or on the threads) */                    \
+        for (; n0 < P; n0 += VL) {                                                              \
+            long cols = P - n0 < VL ? P - n0 : VL;                                              \
+            const T *b = v + n0;                                                                \
+            long ldb = P;                                                                       \
+            if (cols < VL) {                                                                    \
+                for (long c = 0; c < C; c++) {                                                  \
+                    for (long l = 0; l < VL; l++)                                               \
+                        tail[c * VL + l] = l < cols ? v[c * P + n0 + l] : 0;                    \
+                }                                                                               \
+                b = tail;                                                                       \
+                ldb = VL;                                                                       \
+            }                                                                                   \
+            for (long pn = 0; pn < panels; pn++) {                                              \
+                const T *a = ap + pn * C * WG_MR;                                               \
+                vec_##S acc0[WG_MR];                                                            \
+                for (int r = 0; r < WG_MR; r++) acc0[r] = (vec_##S){0};                         \
+                for (long c = 0; c < C; c++) {                                                  \
+                    vec_##S b0;                                                                 \
+                    memcpy(&b0, b + c * ldb, sizeof b0);                                        \
+                    for (int r = 0; r < WG_MR; r++) acc0[r] += a[c * WG_MR + r] * b0;           \
+                }                                                                               \
+                long rows = O - pn * WG_MR < WG_MR ? O - pn * WG_MR : WG_MR;                    \
+                for (long r = 0; r < rows; r++) {                                               \
+                    T out[VL];                                                                  \
+                    memcpy(out, &acc0[r], sizeof out);                                          \
+                    memcpy(m + (pn * WG_MR + r) * P + n0, out, cols * sizeof(T));               \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* acc[k] += Tg[k] @ V[k]^T for k < 16: Tg (16, O, P), V (16, C, P), acc (16, O, C); the weight \
+ * gradient's 16 GEMMs, each a reduction over the P tiles. Register block: WG_NT_O rows of Tg   \
+ * by 4 rows of V, lanes along the tiles, summed across lanes at the end. */                    \
+static inline T wg_dot_##S(const T *restrict a, const T *restrict b, long n) {                  \
+    vec_##S s = (vec_##S){0};                                                                   \
+    long i = 0;                                                                                 \
+    for (; i + VL <= n; i += VL) {                                                              \
+        vec_##S x, y;                                                                           \
+        memcpy(&x, a + i, sizeof x);                                                            \
+        memcpy(&y, b + i, sizeof y);                                                            \
+        s += x * y;                                                                             \
+    }                                                                                           \
+    T sum = 0;                                                                                  \
+    for (int l = 0; l < VL; l++) sum += s[l];                                                   \
+    for (; i < n; i++) sum += a[i] * b[i];                                                      \
+    return sum;                                                                                 \
+}                                                                                               \
+static void winograd_gemm_nt_##S(const T *restrict Tg, const T *restrict V, long O, long C,     \
+                                 long P, T *restrict acc) {                                     \
+    /* the tiles in chunks of WG_NT_CHUNK, so that a chunk of Tg and V stays in cache while     \
+     * every block of rows uses it; the blocks' lane sums carried between chunks in part */     \
+    long ob = O / WG_NT_O * WG_NT_O, cb = C / 4 * 4;                                            \
+    vec_##S *part = aligned_alloc(64, (ob * cb > 0 ? ob * cb : 1) * sizeof(vec_##S));           \
+    if (!part) { /* no room for the partial sums: one dot product at a time */                  \
+        for (int k = 0; k < 16; k++)                                                            \
+            for (long o = 0; o < O; o++)                                                        \
+                for (long c = 0; c < C; c++)                                                    \
+                    acc[(k * O + o) * C + c] +=                                                 \
+                        wg_dot_##S(Tg + (k * O + o) * P, V + (k * C + c) * P, P);               \
+        return;                                                                                 \
+    }                                                                                           \
+    long pv = P / VL * VL;                                                                      \
+    for (int k = 0; k < 16; k++) {                                                              \
+        const T *t = Tg + k * O * P, *v = V + k * C * P;                                        \
+        T *out = acc + k * O * C;                                                               \
+        for (long q = 0; q < ob * cb; q++) part[q] = (vec_##S){0};                              \
+        for (long n0 = 0; n0 < pv; n0 += WG_NT_CHUNK) {                                         \
+            long n1 = n0 + WG_NT_CHUNK < pv ? n0 + WG_NT_CHUNK : pv;                            \
+            for (long o0 = 0; o0 < ob; o0 += WG_NT_O)                                           \
+            for (long c0 = 0; c0 < cb; c0 += 4) {                                               \
+                vec_##S s[WG_NT_O][4], *ps = part + o0 * cb + c0 * WG_NT_O;                     \
+                for (int i = 0; i < WG_NT_O; i++)                                               \
+                    for (int j = 0; j < 4; j++) s[i][j] = ps[i * 4 + j];                        \
+                for (long n = n0; n < n1; n += VL) {                                            \
+                    vec_##S vv[4];                                                              \
+                    for (int j = 0; j < 4; j++)                                                 \
+                        memcpy(&vv[j], v + (c0 + j) * P + n, sizeof vv[j]);                     \
+                    for (int i = 0; i < WG_NT_O; i++) {                                         \
+                        vec_##S tv;                                                             \
+                        memcpy(&tv, t + (o0 + i) * P + n, sizeof tv);                           \
+                        for (int j = 0; j < 4; j++) s[i][j] += tv * vv[j];                      \
+                    }                                                                           \
+                }                                                                               \
+                for (int i = 0; i < WG_NT_O; i++)                                               \
+                    for (int j = 0; j < 4; j++) ps[i * 4 + j] = s[i][j];                        \
+            }                                                                                   \
+        }                                                                                       \
+        for (long o0 = 0; o0 < ob; o0 += WG_NT_O)                                               \
+        for (long c0 = 0; c0 < cb; c0 += 4) {                                                   \
+            const vec_##S *ps = part + o0 * cb + c0 * WG_NT_O;                                  \
+            for (int i = 0; i < WG_NT_O; i++)                                                   \
+                for (int j = 0; j < 4; j++) {                                                   \
+                    T sum = 0;                                                                  \
+                    for (int l = 0; l < VL; l++) sum += ps[i * 4 + j][l];                       \
+                    for (long n = pv; n < P; n++)                                               \
+                        sum += t[(o0 + i) * P + n] * v[(c0 + j) * P + n];                       \
+                    out[(o0 + i) * C + c0 + j] += sum;                                          \
+                }                                                                               \
+        }                                                                                       \
+        for (long o = 0; o < O; o++) /* the last rows of O and columns of C */                  \
+            for (long c = o < ob ? cb : 0; c < C; c++)                                          \
+                out[o * C + c] += wg_dot_##S(t + o * P, v + c * P, P);                          \
+    }                                                                                           \
+    free(part);                                                                                 \
+}
+
+WINOGRAD_GEMM(float, f32, 16)
+WINOGRAD_GEMM(double, f64, 8)
 CONV_KERNELS(float, f32, 16)
 WGRAD_ROWS(float, f32, 16)
 WGRAD_ROWS(double, f64, 8)
@@ -581,3 +749,309 @@ void avg_pool_2x2_backward_f32(const float *restrict gy, long planes, long H, lo
         for (long x = 0; x < W; x++) r1[x] = r0[x];
     }
 }
+
+/* ---- Winograd F(2x2, 3x3) convolution --------------------------------------------------------
+ * (Lavin & Gray, "Fast algorithms for convolutional neural networks", 2016.) A 3x3 stride-1
+ * convolution computes each 2x2 block of outputs from a 4x4 tile d of its input as
+ * A^T [(G w G^T) . (B^T d B)] A, with 16 multiplies per input channel instead of 36: the
+ * transformed weight U = G w G^T (16, O, C) times the transformed tiles V (16, C, P) is 16
+ * GEMMs, one per position of the 4x4 transform, over all P tiles. The weight gradient is the
+ * correlation of each 4x4 input tile with the 2x2 block of output gradients over it, the same
+ * algorithm with the roles of G and A swapped: gw = G^T [sum over tiles (A gy A^T) . V] G, so
+ * the input tiles' transform serves both. The transforms are additions and subtractions; the
+ * GEMMs are winograd_gemm and winograd_gemm_nt above, and winograd_conv and
+ * winograd_weight_grad below run the whole batch. Results equal the direct convolution's to
+ * rounding. (16, rows, P) arrays are plane-major. */
+
+/* Layout: a plane's tiles are (ty, tx) for tx in [0, tw], a row of tiles followed by one
+ * dummy tile (zero in V and Tg, dropped from y), so that tile (ty, tx + 1) and tile row ty + 1
+ * sit at fixed distances (1 and W1 = tw + 1) in every array: the transforms are then long
+ * unit-stride loops over a whole plane, which vectorise. (Per tile, 16 scattered stores ran 7x
+ * slower; per row of tiles, the loop overheads of short rows dominated.) The dummy tiles cost
+ * the GEMMs 1/(tw + 1) more work. A block of n_img images has P = n_img * th * W1 tiles. */
+
+/* the zero-padded plane xc (Hs, Ws) by parity of row and column: q[2a + b][ty][k] =            \
+ * xc[2ty + a - top][2k + b - left] for ty in [0, th], k in [0, tw], zero outside xc */         \
+#define WINOGRAD(T, S)                                                                          \
+static void winograd_split_##S(const T *restrict xc, long Hs, long Ws, long top, long left,     \
+                               long th, long tw, T *restrict q) {                               \
+    long W1 = tw + 1, size = (th + 1) * W1;                                                     \
+    for (long r2 = 0; r2 < 2 * (th + 1); r2++) {                                                \
+        long r = r2 - top;                                                                      \
+        T *dst = q + 2 * (r2 & 1) * size + (r2 >> 1) * W1;                                      \
+        for (int b = 0; b < 2; b++, dst += size) {                                              \
+            /* k runs over [k0, k1) where column 2k + b - left lies inside the row */           \
+            long k0 = (left - b + 1) / 2, k1 = (Ws + left - b + 1) / 2;                         \
+            if (k0 < 0) k0 = 0;                                                                 \
+            if (k1 > W1) k1 = W1;                                                               \
+            if (r < 0 || r >= Hs || k1 < k0) k0 = k1 = W1;                                      \
+            const T *src = xc + r * Ws + b - left;                                              \
+            for (long k = 0; k < k0; k++) dst[k] = 0;                                           \
+            for (long k = k0; k < k1; k++) dst[k] = src[2 * k];                                 \
+            for (long k = k1; k < W1; k++) dst[k] = 0;                                          \
+        }                                                                                       \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* the transforms' inner loops, as functions so that restrict tells the compiler the rows       \
+ * do not overlap (without it, the loops ran scalar behind a failed alias check: 8x slower) */  \
+static inline void winograd_bt_##S(const T *restrict r0, const T *restrict r1, long W1, long L, \
+                                   T *restrict t0, T *restrict t1, T *restrict t2,              \
+                                   T *restrict t3) {                                            \
+    for (long f = 0; f < L; f++) {                                                              \
+        T d0 = r0[f], d1 = r1[f], d2 = r0[f + W1], d3 = r1[f + W1];                             \
+        t0[f] = d0 - d2; t1[f] = d1 + d2; t2[f] = d2 - d1; t3[f] = d1 - d3;                     \
+    }                                                                                           \
+}                                                                                               \
+static inline void winograd_b_##S(const T *restrict e, const T *restrict o, long L,             \
+                                  T *restrict v0, T *restrict v1, T *restrict v2,               \
+                                  T *restrict v3) {                                             \
+    for (long f = 0; f < L; f++) {                                                              \
+        v0[f] = e[f] - e[f + 1];                                                                \
+        v1[f] = o[f] + e[f + 1];                                                                \
+        v2[f] = e[f + 1] - o[f];                                                                \
+        v3[f] = o[f] - o[f + 1];                                                                \
+    }                                                                                           \
+}                                                                                               \
+static inline void winograd_a_##S(const T *restrict p, const T *restrict r, long L,             \
+                                  T *restrict t0, T *restrict t1, T *restrict t2,               \
+                                  T *restrict t3) {                                             \
+    for (long f = 0; f < L; f++) {                                                              \
+        t0[f] = p[f]; t1[f] = p[f] + r[f]; t2[f] = p[f] - r[f]; t3[f] = -r[f];                  \
+    }                                                                                           \
+}                                                                                               \
+/* rows (a + s*c, b + s*d) for s = 1 or -1, or (-c, -d) for s = 0 */                            \
+static inline void winograd_rows_##S(const T *restrict a, const T *restrict b,                  \
+                                     const T *restrict c, const T *restrict d, int s, long L,   \
+                                     T *restrict p, T *restrict r) {                            \
+    if (s > 0)                                                                                  \
+        for (long f = 0; f < L; f++) { p[f] = a[f] + c[f]; r[f] = b[f] + d[f]; }                \
+    else if (s < 0)                                                                             \
+        for (long f = 0; f < L; f++) { p[f] = a[f] - c[f]; r[f] = b[f] - d[f]; }                \
+    else                                                                                        \
+        for (long f = 0; f < L; f++) { p[f] = -c[f]; r[f] = -d[f]; }                            \
+}                                                                                               \
+/* V (16, C, P) = B^T d B for every tile of x (n_img, C, Hs, Ws), contiguous: tile (ty, tx)     \
+ * covers rows 2*ty - top .. +3 and columns 2*tx - left .. +3, zero outside x. */               \
+static void winograd_input_##S(const T *restrict x, long n_img, long C, long Hs, long Ws,       \
+                               long top, long left, long th, long tw, T *restrict V) {          \
+    long W1 = tw + 1, L = th * W1, P = n_img * L, plane = C * P, size = (th + 1) * W1;          \
+    T *q = malloc((4 * size + 8 * (L + 1)) * sizeof(T));                                        \
+    if (!q) return;                                                                             \
+    T *t = q + 4 * size;                                                                        \
+    const T *ee = q, *eo = q + size, *oe = q + 2 * size, *oo = q + 3 * size;                    \
+    T *te[4] = {t, t + (L + 1), t + 2 * (L + 1), t + 3 * (L + 1)};                              \
+    T *to[4] = {t + 4 * (L + 1), t + 5 * (L + 1), t + 6 * (L + 1), t + 7 * (L + 1)};            \
+    for (long n = 0; n < n_img; n++)                                                            \
+    for (long c = 0; c < C; c++) {                                                              \
+        winograd_split_##S(x + (n * C + c) * Hs * Ws, Hs, Ws, top, left, th, tw, q);       \
+        /* B^T d on the rows: rows 2ty, 2ty + 1, 2ty + 2, 2ty + 3 of the even columns are       \
+         * ee[f], oe[f], ee[f + W1], oe[f + W1] at f = ty * W1 + k; likewise the odd ones */    \
+        winograd_bt_##S(ee, oe, W1, L, te[0], te[1], te[2], te[3]);                             \
+        winograd_bt_##S(eo, oo, W1, L, to[0], to[1], to[2], to[3]);                             \
+        for (int i = 0; i < 4; i++) te[i][L] = to[i][L] = 0;                                    \
+        /* (B^T d) B on the columns: tile f's are te[f], to[f], te[f + 1], to[f + 1] */         \
+        T *v = V + c * P + n * L;                                                               \
+        for (int i = 0; i < 4; i++) {                                                           \
+            T *v0 = v + (4 * i) * plane, *v1 = v0 + plane, *v2 = v1 + plane, *v3 = v2 + plane;  \
+            winograd_b_##S(te[i], to[i], L, v0, v1, v2, v3);                                    \
+            for (long f = tw; f < L; f += W1) v0[f] = v1[f] = v2[f] = v3[f] = 0;                \
+        }                                                                                       \
+    }                                                                                           \
+    free(q);                                                                                    \
+}                                                                                               \
+                                                                                                \
+/* y (n_img, O, OH, OW) = A^T m A (+ bias) for every tile of M (16, O, P), m its 4x4 values;    \
+ * outputs past OH or OW (half tiles) are dropped. */                                           \
+static void winograd_output_##S(const T *restrict M, long O, long n_img, long th, long tw,      \
+                                long OH, long OW, const T *restrict bias, T *restrict y) {      \
+    long W1 = tw + 1, L = th * W1, P = n_img * L, plane = O * P;                                \
+    T *buf = malloc(4 * L * sizeof(T));                                                         \
+    if (!buf) return;                                                                           \
+    T *ye0 = buf, *yo0 = buf + L, *ye1 = buf + 2 * L, *yo1 = buf + 3 * L;                       \
+    for (long n = 0; n < n_img; n++)                                                            \
+    for (long o = 0; o < O; o++) {                                                              \
+        T b = bias ? bias[o] : (T)0;                                                            \
+        const T *m = M + o * P + n * L;                                                         \
+        for (long f = 0; f < L; f++) {                                                          \
+            T m0 = m[f], m1 = m[plane + f], m2 = m[2 * plane + f], m3 = m[3 * plane + f];       \
+            T m4 = m[4 * plane + f], m5 = m[5 * plane + f], m6 = m[6 * plane + f];              \
+            T m7 = m[7 * plane + f], m8 = m[8 * plane + f], m9 = m[9 * plane + f];              \
+            T m10 = m[10 * plane + f], m11 = m[11 * plane + f], m12 = m[12 * plane + f];        \
+            T m13 = m[13 * plane + f], m14 = m[14 * plane + f], m15 = m[15 * plane + f];        \
+            /* A^T m on the rows, then A on the columns */                                      \
+            T s0 = m0 + m4 + m8, s1 = m1 + m5 + m9, s2 = m2 + m6 + m10, s3 = m3 + m7 + m11;     \
+            T u0 = m4 - m8 - m12, u1 = m5 - m9 - m13, u2 = m6 - m10 - m14;                      \
+            T u3 = m7 - m11 - m15;                                                              \
+            ye0[f] = s0 + s1 + s2 + b;                                                          \
+            yo0[f] = s1 - s2 - s3 + b;                                                          \
+            ye1[f] = u0 + u1 + u2 + b;                                                          \
+            yo1[f] = u1 - u2 - u3 + b;                                                          \
+        }                                                                                       \
+        T *yp = y + (n * O + o) * OH * OW;                                                      \
+        for (long ty = 0; ty < th; ty++)                                                        \
+        for (int i = 0; i < 2 && 2 * ty + i < OH; i++) {                                        \
+            const T *e = (i ? ye1 : ye0) + ty * W1, *od = (i ? yo1 : yo0) + ty * W1;            \
+            T *out = yp + (2 * ty + i) * OW;                                                    \
+            for (long tx = 0; tx < OW / 2; tx++) {                                              \
+                out[2 * tx] = e[tx];                                                            \
+                out[2 * tx + 1] = od[tx];                                                       \
+            }                                                                                   \
+            if (OW & 1) out[OW - 1] = e[OW / 2];                                                \
+        }                                                                                       \
+    }                                                                                           \
+    free(buf);                                                                                  \
+}                                                                                               \
+                                                                                                \
+/* Tg (16, O, P) = A g A^T for every 2x2 block g of gy (n_img, O, OH, OW), zero past OH or OW:  \
+ * the output gradient's side of the weight gradient. */                                        \
+static void winograd_grad_output_##S(const T *restrict gy, long n_img, long O, long OH,         \
+                                     long OW, long th, long tw, T *restrict Tg) {               \
+    long W1 = tw + 1, L = th * W1, P = n_img * L, plane = O * P, size = (th + 1) * W1;          \
+    T *q = malloc((4 * size + 2 * L) * sizeof(T));                                              \
+    if (!q) return;                                                                             \
+    T *pp = q + 4 * size, *rr = pp + L;                                                         \
+    for (long n = 0; n < n_img; n++)                                                            \
+    for (long o = 0; o < O; o++) {                                                              \
+        /* 2x2 block f = ty * W1 + tx is (a b; c d) = (q0 q1; q2 q3)[f]; the dummy column       \
+         * tx = tw lies past OW, so its blocks are zero */                                      \
+        winograd_split_##S(gy + (n * O + o) * OH * OW, OH, OW, 0, 0, th, tw, q);           \
+        const T *qa = q, *qb = q + size, *qc = q + 2 * size, *qd = q + 3 * size;                \
+        T *t = Tg + o * P + n * L;                                                              \
+        /* A g on the rows: (a b), (a+c b+d), (a-c b-d), (-c -d); then each row (p r) ->        \
+         * (p, p+r, p-r, -r), one row (four planes of Tg) per loop: loops writing all 16        \
+         * planes at once ran 6x slower */                                                      \
+        for (int i = 0; i < 4; i++) {                                                           \
+            T *t0 = t + (4 * i) * plane, *t1 = t0 + plane, *t2 = t1 + plane, *t3 = t2 + plane;  \
+            if (i == 0) {                                                                       \
+                winograd_a_##S(qa, qb, L, t0, t1, t2, t3);                                      \
+            } else {                                                                            \
+                winograd_rows_##S(qa, qb, qc, qd, i == 1 ? 1 : i == 2 ? -1 : 0, L, pp, rr);     \
+                winograd_a_##S(pp, rr, L, t0, t1, t2, t3);                                      \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+    free(q);                                                                                    \
+}
+
+WINOGRAD(float, f32)
+WINOGRAD(double, f64)
+
+/* ---- Winograd convolution driver: blocks of images over threads ----------------------------
+ * The whole Winograd forward (or weight gradient) of a batch in one call: each thread takes an
+ * equal range of images and runs transform, GEMMs and transform on blocks of nb of them in its
+ * own part of the caller's workspace (a block's arrays stay in its core's cache; the caller
+ * reuses the workspace across calls, as fresh memory costs a page fault per page). Threads
+ * are created per call and joined before returning: a call is milliseconds of work, and no
+ * thread is left spinning to compete with BLAS's or the next op's. */
+#define WINOGRAD_MAX_THREADS 16
+#define WINOGRAD_DRIVER(T, S)                                                                   \
+typedef struct {                                                                                \
+    const T *src; long C, Hs, Ws, top, left; const T *U; long O; const T *bias; T *y;           \
+    long OH, OW, th, tw, nb, n0, n1; const T *gy; T *acc; T *work;                              \
+} winograd_job_##S;                                                                             \
+                                                                                                \
+/* elements of workspace one thread needs: V and M (or Tg) blocks, and the packed U (forward)   \
+ * or its own weight-gradient sums (backward) */                                                \
+long winograd_workspace_##S(long C, long O, long OH, long OW, long nb, int forward) {           \
+    long cap = nb * ((OH + 1) / 2) * ((OW + 1) / 2 + 1);                                        \
+    long extra = forward ? 16 * ((O + WG_MR - 1) / WG_MR) * WG_MR * C + 16 * C : 16 * O * C;    \
+    return 16 * C * cap + 16 * O * cap + extra;                                                 \
+}                                                                                               \
+                                                                                                \
+static void *winograd_forward_run_##S(void *arg) {                                              \
+    winograd_job_##S *j = arg;                                                                  \
+    long per = j->th * (j->tw + 1), cap = j->nb * per;                                          \
+    T *v = j->work, *m = v + 16 * j->C * cap, *packed = m + 16 * j->O * cap;                    \
+    T *tail = packed + 16 * ((j->O + WG_MR - 1) / WG_MR) * WG_MR * j->C;                        \
+    winograd_pack_##S(j->U, j->O, j->C, packed);                                                \
+    for (long n = j->n0; n < j->n1; n += j->nb) {                                               \
+        long k = j->n1 - n < j->nb ? j->n1 - n : j->nb;                                         \
+        winograd_input_##S(j->src + n * j->C * j->Hs * j->Ws, k, j->C, j->Hs, j->Ws, j->top,    \
+                           j->left, j->th, j->tw, v);                                           \
+        winograd_gemm_##S(packed, v, j->O, j->C, k * per, m, tail);                             \
+        winograd_output_##S(m, j->O, k, j->th, j->tw, j->OH, j->OW, j->bias,                    \
+                            j->y + n * j->O * j->OH * j->OW);                                   \
+    }                                                                                           \
+    return 0;                                                                                   \
+}                                                                                               \
+                                                                                                \
+static void *winograd_wgrad_run_##S(void *arg) {                                                \
+    winograd_job_##S *j = arg;                                                                  \
+    long per = j->th * (j->tw + 1), cap = j->nb * per;                                          \
+    T *v = j->work, *t = v + 16 * j->C * cap;                                                   \
+    for (long n = j->n0; n < j->n1; n += j->nb) {                                               \
+        long k = j->n1 - n < j->nb ? j->n1 - n : j->nb;                                         \
+        winograd_input_##S(j->src + n * j->C * j->Hs * j->Ws, k, j->C, j->Hs, j->Ws, j->top,    \
+                           j->left, j->th, j->tw, v);                                           \
+        winograd_grad_output_##S(j->gy + n * j->O * j->OH * j->OW, k, j->O, j->OH, j->OW,       \
+                                 j->th, j->tw, t);                                              \
+        winograd_gemm_nt_##S(t, v, j->O, j->C, k * per, j->acc);                                \
+    }                                                                                           \
+    return 0;                                                                                   \
+}                                                                                               \
+                                                                                                \
+/* run `job` over images [0, N) split between `threads` threads, thread i in work + i * stride; \
+ * acc_size > 0: each thread past the first sums into its own zeroed acc (at the end of its     \
+ * workspace), added into base->acc at the end */                                               \
+static void winograd_spread_##S(winograd_job_##S *base, long N, int threads, T *work,           \
+                                long stride, void *(*run)(void *), long acc_size) {             \
+    winograd_job_##S jobs[WINOGRAD_MAX_THREADS];                                                \
+    pthread_t tid[WINOGRAD_MAX_THREADS];                                                        \
+    int started[WINOGRAD_MAX_THREADS] = {0};                                                    \
+    for (int i = 0; i < threads; i++) {                                                         \
+        jobs[i] = *base;                                                                        \
+        jobs[i].n0 = N * i / threads;                                                           \
+        jobs[i].n1 = N * (i + 1) / threads;                                                     \
+        jobs[i].work = work + i * stride;                                                       \
+        if (acc_size && i > 0) {                                                                \
+            jobs[i].acc = jobs[i].work + stride - acc_size;                                     \
+            memset(jobs[i].acc, 0, acc_size * sizeof(T));                                       \
+        }                                                                                       \
+    }                                                                                           \
+    for (int i = 1; i < threads; i++)                                                           \
+        started[i] = pthread_create(&tid[i], 0, run, &jobs[i]) == 0;                            \
+    for (int i = 1; i < threads; i++) /* a thread that could not start runs here */             \
+        if (!started[i]) run(&jobs[i]);                                                         \
+    run(&jobs[0]);                                                                              \
+    for (int i = 1; i < threads; i++) {                                                         \
+        if (started[i]) pthread_join(tid[i], 0);                                                \
+        if (acc_size)                                                                           \
+            for (long q = 0; q < acc_size; q++) base->acc[q] += jobs[i].acc[q];                 \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* y (N, O, OH, OW) (plus bias) = the 3x3 correlation of src (N, C, Hs, Ws), zero-padded by top \
+ * rows and left columns, with U (16, O, C) = G w G^T; blocks of nb images, on `threads`        \
+ * threads (at most N) with workspaces of `stride` elements each. Returns 0, or -1 when the     \
+ * arguments do not fit (nothing is computed). */                                               \
+int winograd_conv_##S(const T *src, long N, long C, long Hs, long Ws, long top, long left,      \
+                      const T *U, long O, const T *bias, T *y, long OH, long OW, long nb,       \
+                      int threads, T *work, long stride) {                                      \
+    if (threads < 1 || threads > WINOGRAD_MAX_THREADS || threads > N || nb < 1                  \
+            || stride < winograd_workspace_##S(C, O, OH, OW, nb, 1))                            \
+        return -1;                                                                              \
+    winograd_job_##S job = {src, C, Hs, Ws, top, left, U, O, bias, y, OH, OW, (OH + 1) / 2,     \
+                            (OW + 1) / 2, nb, 0, N, 0, 0, 0};                                   \
+    winograd_spread_##S(&job, N, threads, work, stride, winograd_forward_run_##S, 0);           \
+    return 0;                                                                                   \
+}                                                                                               \
+                                                                                                \
+/* acc (16, O, C) = sum over all tiles of (A gy A^T) . (B^T d B), the transformed weight        \
+ * gradient, from the input src (N, C, Hs, Ws) padded as in winograd_conv and gy (N, O, OH,     \
+ * OW); threads and workspace as in winograd_conv. */                                           \
+int winograd_weight_grad_##S(const T *src, long N, long C, long Hs, long Ws, long top,          \
+                             long left, const T *gy, long O, long OH, long OW, long nb,         \
+                             int threads, T *work, long stride, T *acc) {                       \
+    if (threads < 1 || threads > WINOGRAD_MAX_THREADS || threads > N || nb < 1                  \
+            || stride < winograd_workspace_##S(C, O, OH, OW, nb, 0))                            \
+        return -1;                                                                              \
+    memset(acc, 0, 16 * O * C * sizeof(T));                                                     \
+    winograd_job_##S job = {src, C, Hs, Ws, top, left, 0, O, 0, 0, OH, OW, (OH + 1) / 2,        \
+                            (OW + 1) / 2, nb, 0, N, gy, acc, 0};                                \
+    winograd_spread_##S(&job, N, threads, work, stride, winograd_wgrad_run_##S, 16 * O * C);    \
+    return 0;                                                                                   \
+}
+
+WINOGRAD_DRIVER(float, f32)
+WINOGRAD_DRIVER(double, f64)

@@ -62,6 +62,7 @@ _SIGNATURES: dict[str, tuple] = {
     "conv2d_weight_grad_rows": (_P, _L, _L, _L, _P, _L, _L, _L, _L, _L, _P),
     "pad2d": (_P, _L, _L, _L, _L, _L, _L, _L, _L, _P),
     "im2col": (_P, _L, _L, _L, _L, _L, _L, _P, _L, _L, _L, _L, _L, _L),
+    "winograd_weight": (_P, _L, _L, _I, _P),
     "winograd_workspace": (_L, _L, _L, _L, _L, _I),
     "winograd_conv": (_P, _L, _L, _L, _L, _L, _L, _P, _L, _P, _P, _L, _L, _L, _I, _P, _L),
     "winograd_weight_grad": (_P, _L, _L, _L, _L, _L, _L, _P, _L, _L, _L, _L, _I, _P, _L, _P),
@@ -98,6 +99,7 @@ class Kernels:
     conv2d_weight_grad_rows: dict[np.dtype, Any]
     pad2d: dict[np.dtype, Any]
     im2col: dict[np.dtype, Any]
+    winograd_weight: dict[np.dtype, Any]
     winograd_workspace: dict[np.dtype, Any]
     winograd_conv: dict[np.dtype, Any]
     winograd_weight_grad: dict[np.dtype, Any]

@@ -1053,5 +1053,36 @@ int winograd_weight_grad_##S(const T *src, long N, long C, long Hs, long Ws, lon
     return 0;                                                                                   \
 }
 
+/* U (16, O, C) = G w G^T for each 3x3 filter w[o][c] of w (O, C, 3, 3), or with flip, of the
+ * flipped, transposed weight (the input gradient's): w' (C_out = C, C_in = O) with
+ * w'[c][o][i][j] = w[o][c][2 - i][2 - j], giving U (16, C, O). G's rows (1 0 0), (.5 .5 .5),
+ * (.5 -.5 .5), (0 0 1). */
+#define WINOGRAD_WEIGHT(T, S)                                                                   \
+void winograd_weight_##S(const T *restrict w, long O, long C, int flip, T *restrict U) {        \
+    long rows = flip ? C : O, cols = flip ? O : C;                                              \
+    for (long r = 0; r < rows; r++)                                                             \
+    for (long q = 0; q < cols; q++) {                                                           \
+        const T *f = flip ? w + (q * C + r) * 9 : w + (r * C + q) * 9;                          \
+        T g[3][3], t[4][3];                                                                     \
+        for (int i = 0; i < 3; i++)                                                             \
+            for (int j = 0; j < 3; j++) g[i][j] = flip ? f[(2 - i) * 3 + 2 - j] : f[i * 3 + j]; \
+        for (int j = 0; j < 3; j++) { /* G g */                                                 \
+            t[0][j] = g[0][j];                                                                  \
+            t[1][j] = (g[0][j] + g[1][j] + g[2][j]) * (T)0.5;                                   \
+            t[2][j] = (g[0][j] - g[1][j] + g[2][j]) * (T)0.5;                                   \
+            t[3][j] = g[2][j];                                                                  \
+        }                                                                                       \
+        for (int i = 0; i < 4; i++) { /* (G g) G^T */                                           \
+            T *u = U + (4 * i) * rows * cols + r * cols + q;                                    \
+            u[0] = t[i][0];                                                                     \
+            u[rows * cols] = (t[i][0] + t[i][1] + t[i][2]) * (T)0.5;                            \
+            u[2 * rows * cols] = (t[i][0] - t[i][1] + t[i][2]) * (T)0.5;                        \
+            u[3 * rows * cols] = t[i][2];                                                       \
+        }                                                                                       \
+    }                                                                                           \
+}
+
+WINOGRAD_WEIGHT(float, f32)
+WINOGRAD_WEIGHT(double, f64)
 WINOGRAD_DRIVER(float, f32)
 WINOGRAD_DRIVER(double, f64)

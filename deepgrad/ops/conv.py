@@ -579,7 +579,7 @@ _WINOGRAD_BLOCK_BYTES = 1 << 20
 _WINOGRAD_MIN_TILES = 256
 # the weight gradient's blocks: longer (each block's GEMMs end in 16*O*C sums across lanes),
 # up to a size that still stays in cache
-_WINOGRAD_WGRAD_TILES = 2048
+_WINOGRAD_WGRAD_TILES = 512
 _WINOGRAD_WGRAD_BYTES = 8 << 20
 _WINOGRAD_MAX_THREADS = 16  # WINOGRAD_MAX_THREADS in kernels.c
 
@@ -593,11 +593,14 @@ def _winograd_kernels(g: _Geom, dt: np.dtype, c_in: int, c_out: int):
     return _native.for_dtype(dt)
 
 
-def _winograd_weight(w: np.ndarray) -> np.ndarray:
-    """U (16, O, C) = G w G^T of each 3x3 filter of w (O, C, 3, 3)."""
-    G = np.array(_WINOGRAD_G, w.dtype)
-    u = np.matmul(np.matmul(G, w), G.T)  # (O, C, 4, 4)
-    return np.ascontiguousarray(u.transpose(2, 3, 0, 1)).reshape(16, w.shape[0], w.shape[1])
+def _winograd_weight(kern, w: np.ndarray, flip: bool) -> np.ndarray:
+    """U (16, O, C) = G w G^T of each 3x3 filter of w (O, C, 3, 3); with flip, (16, C, O) of
+    the flipped, transposed weight (the input gradient's)."""
+    o, c = w.shape[:2]
+    w = np.ascontiguousarray(w)
+    u = np.empty((16, c, o) if flip else (16, o, c), w.dtype)
+    kern.winograd_weight[w.dtype](_native.address(w), o, c, int(flip), _native.address(u))
+    return u
 
 
 def _winograd_tiles(oh: int, ow: int) -> tuple:
@@ -651,7 +654,7 @@ def _winograd_forward(kern, x: np.ndarray, w: np.ndarray, b, g: _Geom, keep: boo
     """``_conv_forward`` by Winograd, or None if the kernel declined; keeps the input when
     keep."""
     x = np.ascontiguousarray(x)
-    y = _winograd_conv(kern, x, g.pt, g.pl, _winograd_weight(w), b, (g.OH, g.OW))
+    y = _winograd_conv(kern, x, g.pt, g.pl, _winograd_weight(kern, w, False), b, (g.OH, g.OW))
     if y is None:
         return None
     return y, (_WinogradInput(x) if keep else None)
@@ -663,7 +666,7 @@ def _winograd_input_grad(gy: np.ndarray, w: np.ndarray, g: _Geom, b_out):
     kern = _winograd_kernels(g, gy.dtype, g.O, g.C)
     if kern is None or not (0 <= g.pt <= 2 and 0 <= g.pl <= 2):
         return None
-    u = _winograd_weight(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    u = _winograd_weight(kern, w, True)
     return _winograd_conv(kern, np.ascontiguousarray(gy), 2 - g.pt, 2 - g.pl, u, b_out,
                           (g.H, g.W))
 

@@ -115,7 +115,10 @@ def backward(tensors, grad_tensors=None, retain_graph: bool = False, inputs=None
                 f"{node.name}: trying to backward through the graph a second time, but its saved "
                 "values were freed by the first backward. Pass retain_graph=True to the first "
                 "backward() if you need to backward through it again, or recompute the forward.")
-        if node._saved_versions or node._out_ref is not None:
+        for t, v in node._saved_versions:  # inputs changed in place since the forward?
+            if t._version != v:
+                node._check_versions()  # raises, naming the op
+        if node._out_ref is not None:
             node._check_versions()
         if node._n_out == 1:
             if node._hooks is not None:
@@ -149,7 +152,11 @@ def backward(tensors, grad_tensors=None, retain_graph: bool = False, inputs=None
                 gi = unbroadcast(gi, t.shape, node)
             parent = t._ctx
             if parent is not None:
-                _add_node_grad(grads, parent, t._out_idx, gi)
+                if parent._n_out == 1:  # _add_node_grad's first case, inline: the common one
+                    prev = grads.get(parent)
+                    grads[parent] = gi if prev is None else prev + gi
+                else:
+                    _add_node_grad(grads, parent, t._out_idx, gi)
             else:
                 # a gradient that is a view, or an array that the caller or another input
                 # also holds, is copied before it becomes a leaf's .grad

@@ -378,6 +378,15 @@ class Cos(Function):
         return (-grad * np.sin(self.x),)
 
 
+def _grad_out(grad: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A workspace array for an activation's input gradient from grad and its saved output y:
+    their broadcast shape and result dtype (the same as y's in a network, where the checks
+    below cost more than the kernel on small tensors)."""
+    if grad.shape == y.shape and grad.dtype == y.dtype:
+        return backend.empty(y.shape, y.dtype)
+    return backend.empty(np.broadcast_shapes(grad.shape, y.shape), np.result_type(grad, y))
+
+
 def _native_backward(name: str, y: np.ndarray, grad: np.ndarray, out: np.ndarray) -> bool:
     """An activation's gradient in one pass by the native kernel ``name`` (the same float
     operations as the NumPy lines it stands in for); False where it does not apply."""
@@ -402,12 +411,12 @@ class Relu(Function):
 
     def backward(self, grad):
         y = self.y
-        dt = np.result_type(grad, y)
+        dt = y.dtype if grad.dtype == y.dtype else np.result_type(grad, y)
         if dt.kind != "f":
             return (grad * (y > 0),)
         # the mask as 0/1 floats in the output array, then one multiply: no bool temporary
         # (NaN > 0 is false, so a NaN output passes no gradient, as in PyTorch)
-        out = backend.empty(np.broadcast_shapes(grad.shape, y.shape), dt)
+        out = _grad_out(grad, y)
         if _native_backward("relu_backward", y, grad, out):
             return (out,)
         np.greater(y, 0, out=out)
@@ -433,7 +442,7 @@ class Sigmoid(Function):
 
     def backward(self, grad):
         y = self.y
-        out = backend.empty(np.broadcast_shapes(grad.shape, y.shape), np.result_type(grad, y))
+        out = _grad_out(grad, y)
         if _native_backward("sigmoid_backward", y, grad, out):
             return (out,)
         np.subtract(1, y, out=out)
@@ -453,7 +462,7 @@ class Tanh(Function):
     def backward(self, grad):
         # in place on one array the op owns: a fresh temporary per step costs page faults
         y = self.y
-        out = backend.empty(np.broadcast_shapes(grad.shape, y.shape), np.result_type(grad, y))
+        out = _grad_out(grad, y)
         if _native_backward("tanh_backward", y, grad, out):
             return (out,)
         np.multiply(y, y, out=out)

@@ -428,8 +428,7 @@ void conv2d_weight_grad_rows_##S(const T *xq, long N, long Hq, long Wq, const T 
  * core our next transform wants. Register block: WG_MR rows of U (packed, so a row's value is
  * one broadcast) by two vectors of columns of V. */
 #define WG_MR 12
-#define WG_NT_O 4 /* rows of Tg per register block of winograd_gemm_nt */
-#define WG_NT_CHUNK 256 /* tiles per chunk of winograd_gemm_nt */
+#define WG_NT_CP 16 /* winograd_gemm_nt rounds V's rows up to a multiple of this */
 #define WINOGRAD_GEMM(T, S, VL)                                                                 \
 /* U (16, O, C) packed for winograd_gemm: per k, panels of WG_MR rows, column-major inside      \
  * (a panel's rows for one c are adjacent), rows past O zero; 16 * panels * WG_MR * C values */ \
@@ -511,79 +510,51 @@ static void winograd_gemm_##S(const T *restrict packed, const T *restrict V, lon
 }                                                                                               \
                                                                                                 \
 /* acc[k] += Tg[k] @ V[k]^T for k < 16: Tg (16, O, P), V (16, C, P), acc (16, O, C); the weight \
- * gradient's 16 GEMMs, each a reduction over the P tiles. Register block: WG_NT_O rows of Tg   \
- * by 4 rows of V, lanes along the tiles, summed across lanes at the end. */                    \
-static inline T wg_dot_##S(const T *restrict a, const T *restrict b, long n) {                  \
-    vec_##S s = (vec_##S){0};                                                                   \
-    long i = 0;                                                                                 \
-    for (; i + VL <= n; i += VL) {                                                              \
-        vec_##S x, y;                                                                           \
-        memcpy(&x, a + i, sizeof x);                                                            \
-        memcpy(&y, b + i, sizeof y);                                                            \
-        s += x * y;                                                                             \
-    }                                                                                           \
-    T sum = 0;                                                                                  \
-    for (int l = 0; l < VL; l++) sum += s[l];                                                   \
-    for (; i < n; i++) sum += a[i] * b[i];                                                      \
-    return sum;                                                                                 \
-}                                                                                               \
+ * gradient's 16 GEMMs, each a reduction over the P tiles. Per k, Tg is packed like U in        \
+ * winograd_gemm and V transposed to (P, Cp), Cp = C rounded up to WG_NT_CP (zero columns past  \
+ * C), so that the register block of winograd_gemm runs along the whole reduction and the sums  \
+ * stay in registers (dot products along the tiles, summed across lanes after each block of     \
+ * images, ran at half the speed). scratch: (O rounded up to WG_MR + Cp) * P. */               \
 static void winograd_gemm_nt_##S(const T *restrict Tg, const T *restrict V, long O, long C,     \
-                                 long P, T *restrict acc) {                                     \
-    /* the tiles in chunks of WG_NT_CHUNK, so that a chunk of Tg and V stays in cache while     \
-     * every block of rows uses it; the blocks' lane sums carried between chunks in part */     \
-    long ob = O / WG_NT_O * WG_NT_O, cb = C / 4 * 4;                                            \
-    vec_##S *part = aligned_alloc(64, (ob * cb > 0 ? ob * cb : 1) * sizeof(vec_##S));           \
-    if (!part) { /* no room for the partial sums: one dot product at a time */                  \
-        for (int k = 0; k < 16; k++)                                                            \
-            for (long o = 0; o < O; o++)                                                        \
-                for (long c = 0; c < C; c++)                                                    \
-                    acc[(k * O + o) * C + c] +=                                                 \
-                        wg_dot_##S(Tg + (k * O + o) * P, V + (k * C + c) * P, P);               \
-        return;                                                                                 \
-    }                                                                                           \
-    long pv = P / VL * VL;                                                                      \
+                                 long P, T *restrict acc, T *restrict scratch) {                \
+    long panels = (O + WG_MR - 1) / WG_MR, cp = (C + WG_NT_CP - 1) / WG_NT_CP * WG_NT_CP;       \
+    T *ap = scratch, *vt = scratch + panels * WG_MR * P;                                        \
     for (int k = 0; k < 16; k++) {                                                              \
         const T *t = Tg + k * O * P, *v = V + k * C * P;                                        \
         T *out = acc + k * O * C;                                                               \
-        for (long q = 0; q < ob * cb; q++) part[q] = (vec_##S){0};                              \
-        for (long n0 = 0; n0 < pv; n0 += WG_NT_CHUNK) {                                         \
-            long n1 = n0 + WG_NT_CHUNK < pv ? n0 + WG_NT_CHUNK : pv;                            \
-            for (long o0 = 0; o0 < ob; o0 += WG_NT_O)                                           \
-            for (long c0 = 0; c0 < cb; c0 += 4) {                                               \
-                vec_##S s[WG_NT_O][4], *ps = part + o0 * cb + c0 * WG_NT_O;                     \
-                for (int i = 0; i < WG_NT_O; i++)                                               \
-                    for (int j = 0; j < 4; j++) s[i][j] = ps[i * 4 + j];                        \
-                for (long n = n0; n < n1; n += VL) {                                            \
-                    vec_##S vv[4];                                                              \
-                    for (int j = 0; j < 4; j++)                                                 \
-                        memcpy(&vv[j], v + (c0 + j) * P + n, sizeof vv[j]);                     \
-                    for (int i = 0; i < WG_NT_O; i++) {                                         \
-                        vec_##S tv;                                                             \
-                        memcpy(&tv, t + (o0 + i) * P + n, sizeof tv);                           \
-                        for (int j = 0; j < 4; j++) s[i][j] += tv * vv[j];                      \
-                    }                                                                           \
-                }                                                                               \
-                for (int i = 0; i < WG_NT_O; i++)                                               \
-                    for (int j = 0; j < 4; j++) ps[i * 4 + j] = s[i][j];                        \
+        for (long pn = 0; pn < panels; pn++) /* ap[pn][p][r] = t[pn * WG_MR + r][p] */          \
+            for (long r = 0; r < WG_MR; r++) {                                                  \
+                long o = pn * WG_MR + r;                                                        \
+                T *dst = ap + pn * P * WG_MR + r;                                               \
+                if (o < O)                                                                      \
+                    for (long q = 0; q < P; q++) dst[q * WG_MR] = t[o * P + q];                 \
+                else                                                                            \
+                    for (long q = 0; q < P; q++) dst[q * WG_MR] = 0;                            \
             }                                                                                   \
-        }                                                                                       \
-        for (long o0 = 0; o0 < ob; o0 += WG_NT_O)                                               \
-        for (long c0 = 0; c0 < cb; c0 += 4) {                                                   \
-            const vec_##S *ps = part + o0 * cb + c0 * WG_NT_O;                                  \
-            for (int i = 0; i < WG_NT_O; i++)                                                   \
-                for (int j = 0; j < 4; j++) {                                                   \
-                    T sum = 0;                                                                  \
-                    for (int l = 0; l < VL; l++) sum += ps[i * 4 + j][l];                       \
-                    for (long n = pv; n < P; n++)                                               \
-                        sum += t[(o0 + i) * P + n] * v[(c0 + j) * P + n];                       \
-                    out[(o0 + i) * C + c0 + j] += sum;                                          \
+        for (long q0 = 0; q0 < P; q0 += 16) /* vt[p][c] = v[c][p], in 16 x 16 tiles */          \
+            for (long c0 = 0; c0 < cp; c0 += 16) {                                              \
+                long q1 = q0 + 16 < P ? q0 + 16 : P;                                            \
+                for (long c = c0; c < c0 + 16; c++)                                             \
+                    for (long q = q0; q < q1; q++) vt[q * cp + c] = c < C ? v[c * P + q] : 0;   \
+            }                                                                                   \
+        for (long n0 = 0; n0 < cp; n0 += VL)                                                    \
+            for (long pn = 0; pn < panels; pn++) {                                              \
+                const T *a = ap + pn * P * WG_MR;                                               \
+                vec_##S s[WG_MR];                                                               \
+                for (int r = 0; r < WG_MR; r++) s[r] = (vec_##S){0};                            \
+                for (long q = 0; q < P; q++) {                                                  \
+                    vec_##S b;                                                                  \
+                    memcpy(&b, vt + q * cp + n0, sizeof b);                                     \
+                    for (int r = 0; r < WG_MR; r++) s[r] += a[q * WG_MR + r] * b;               \
                 }                                                                               \
-        }                                                                                       \
-        for (long o = 0; o < O; o++) /* the last rows of O and columns of C */                  \
-            for (long c = o < ob ? cb : 0; c < C; c++)                                          \
-                out[o * C + c] += wg_dot_##S(t + o * P, v + c * P, P);                          \
+                long rows = O - pn * WG_MR < WG_MR ? O - pn * WG_MR : WG_MR;                    \
+                long cols = C - n0 < VL ? C - n0 : VL;                                          \
+                for (long r = 0; r < rows; r++) {                                               \
+                    T *o = out + (pn * WG_MR + r) * C + n0;                                     \
+                    for (long l = 0; l < cols; l++) o[l] += s[r][l];                            \
+                }                                                                               \
+            }                                                                                   \
     }                                                                                           \
-    free(part);                                                                                 \
 }
 
 WINOGRAD_GEMM(float, f32, 16)
@@ -955,7 +926,9 @@ typedef struct {                                                                
  * or its own weight-gradient sums (backward) */                                                \
 long winograd_workspace_##S(long C, long O, long OH, long OW, long nb, int forward) {           \
     long cap = nb * ((OH + 1) / 2) * ((OW + 1) / 2 + 1);                                        \
-    long extra = forward ? 16 * ((O + WG_MR - 1) / WG_MR) * WG_MR * C + 16 * C : 16 * O * C;    \
+    long opad = (O + WG_MR - 1) / WG_MR * WG_MR;                                                \
+    long cpad = (C + WG_NT_CP - 1) / WG_NT_CP * WG_NT_CP;                                       \
+    long extra = forward ? 16 * opad * C + 16 * C : 16 * O * C + (opad + cpad) * cap;           \
     return 16 * C * cap + 16 * O * cap + extra;                                                 \
 }                                                                                               \
                                                                                                 \
@@ -979,14 +952,14 @@ static void *winograd_forward_run_##S(void *arg) {                              
 static void *winograd_wgrad_run_##S(void *arg) {                                                \
     winograd_job_##S *j = arg;                                                                  \
     long per = j->th * (j->tw + 1), cap = j->nb * per;                                          \
-    T *v = j->work, *t = v + 16 * j->C * cap;                                                   \
+    T *v = j->work, *t = v + 16 * j->C * cap, *scratch = t + 16 * j->O * cap;                   \
     for (long n = j->n0; n < j->n1; n += j->nb) {                                               \
         long k = j->n1 - n < j->nb ? j->n1 - n : j->nb;                                         \
         winograd_input_##S(j->src + n * j->C * j->Hs * j->Ws, k, j->C, j->Hs, j->Ws, j->top,    \
                            j->left, j->th, j->tw, v);                                           \
         winograd_grad_output_##S(j->gy + n * j->O * j->OH * j->OW, k, j->O, j->OH, j->OW,       \
                                  j->th, j->tw, t);                                              \
-        winograd_gemm_nt_##S(t, v, j->O, j->C, k * per, j->acc);                                \
+        winograd_gemm_nt_##S(t, v, j->O, j->C, k * per, j->acc, scratch);                       \
     }                                                                                           \
     return 0;                                                                                   \
 }                                                                                               \

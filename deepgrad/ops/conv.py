@@ -577,9 +577,10 @@ _WINOGRAD_MIN_CHANNELS = 16
 # GEMMs stay in cache, and at least this many tiles, so that the GEMMs are not too narrow
 _WINOGRAD_BLOCK_BYTES = 1 << 20
 _WINOGRAD_MIN_TILES = 256
-# the weight gradient's blocks: longer (each block's GEMMs end in 16*O*C sums across lanes),
-# up to a size that still stays in cache
-_WINOGRAD_WGRAD_TILES = 512
+# the weight gradient's blocks: about this many tiles, and no larger than this (measured on
+# Conv2d(64, 64, 3) over 32x32: 18-23 ms with one image's 272 tiles per block, 29-33 ms with
+# 1,024 tiles, 40-55 ms with 2,048: a block's three arrays then leave the cache)
+_WINOGRAD_WGRAD_TILES = 256
 _WINOGRAD_WGRAD_BYTES = 8 << 20
 _WINOGRAD_MAX_THREADS = 16  # WINOGRAD_MAX_THREADS in kernels.c
 

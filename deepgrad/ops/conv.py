@@ -977,9 +977,11 @@ class ConvNd(Function):
         nx, nw, nb = self.needs_input_grad
         gy = _as_4d(grad, self.nd, self.batched)
         gx, gw = _conv_backward(gy, self.w, self.saved, self.g, nx, nw)
-        if gx is not None:
+        # (a reshape, even to the same shape, makes a view, which the engine copies before
+        # it becomes a leaf's .grad)
+        if gx is not None and gx.shape != self.x_shape:
             gx = gx.reshape(self.x_shape)
-        if gw is not None:
+        if gw is not None and gw.shape != self.w_shape:
             gw = gw.reshape(self.w_shape)
         gb = _bias_grad(gy) if nb else None
         return gx, gw, gb
@@ -1020,14 +1022,16 @@ class ConvTransposeNd(Function):
         if nx:
             # the input gradient is the convolution of gy ...
             gx, saved = _conv_forward(gy, self.w, None, g, keep=nw)
-            gx = gx.reshape(self.x_shape)
+            if gx.shape != self.x_shape:
+                gx = gx.reshape(self.x_shape)
         elif nw:
             saved = _weight_grad_operand(gy, g)
         if nw:
             # ... and the weight gradient is that convolution's, with our input as its
             # output gradient
             _, gw = _conv_backward(self.x, None, saved, g, False, True)
-            gw = gw.reshape(self.w_shape)
+            if gw.shape != self.w_shape:
+                gw = gw.reshape(self.w_shape)
             _scratch.put(saved)
         gb = _bias_grad(gy) if nb else None
         return gx, gw, gb

@@ -1,11 +1,14 @@
-"""Optional native kernels: a few fused elementwise loops in C, built on first use.
+"""Optional native kernels: fused loops and convolutions in C, built on first use.
 
 deepgrad runs on NumPy alone. Where a hot loop is a chain of small elementwise NumPy calls (the
 LSTM's gate math per time step, an optimizer's update over every parameter), each call is a
 separate pass over memory plus dispatch overhead; ``kernels.c`` fuses such a chain into one
-pass. Each kernel performs the same float operations in the same order as the NumPy code it
-replaces, so results are identical bit for bit (``tests/native`` checks that with
-``array_equal``), and the NumPy code stays the reference and the fallback.
+pass. These kernels perform the same float operations in the same order as the NumPy code they
+replace, so results are identical bit for bit (``tests/test_native.py`` checks that with
+``array_equal``), and the NumPy code stays the reference and the fallback. The convolutions
+(direct for LeNet-sized reductions, Winograd F(2x2, 3x3) for 3x3 layers with many channels)
+sum in their own order and equal the NumPy path to rounding; the Winograd one splits a batch
+over :func:`threads` threads.
 
 The C file is compiled once per machine with the system's C compiler (``$CC``, else ``cc`` or
 ``gcc``) into ``$DEEPGRAD_CACHE/native`` (default ``~/.cache/deepgrad/native``), under a name

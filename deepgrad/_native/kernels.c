@@ -445,6 +445,17 @@ static void winograd_pack_##S(const T *restrict U, long O, long C, T *restrict p
                 }                                                                               \
     }                                                                                           \
 }                                                                                               \
+/* acc[r] = sum over k < K of a[k * WG_MR + r] * (the vector at b + k * ldb): one panel of      \
+ * WG_MR packed rows times one vector of columns, the sums in registers */                      \
+static inline __attribute__((always_inline)) void wg_panel_##S(                                 \
+        const T *restrict a, const T *restrict b, long ldb, long K, vec_##S acc[WG_MR]) {       \
+    for (int r = 0; r < WG_MR; r++) acc[r] = (vec_##S){0};                                      \
+    for (long k = 0; k < K; k++) {                                                              \
+        vec_##S bv;                                                                             \
+        memcpy(&bv, b + k * ldb, sizeof bv);                                                    \
+        for (int r = 0; r < WG_MR; r++) acc[r] += a[k * WG_MR + r] * bv;                        \
+    }                                                                                           \
+}                                                                                               \
 static void winograd_gemm_##S(const T *restrict packed, const T *restrict V, long O, long C,    \
                               long P, T *restrict M, T *restrict tail) {                        \
     long panels = (O + WG_MR - 1) / WG_MR;                                                      \
@@ -490,14 +501,8 @@ static void winograd_gemm_##S(const T *restrict packed, const T *restrict V, lon
                 ldb = VL;                                                                       \
             }                                                                                   \
             for (long pn = 0; pn < panels; pn++) {                                              \
-                const T *a = ap + pn * C * WG_MR;                                               \
                 vec_##S acc0[WG_MR];                                                            \
-                for (int r = 0; r < WG_MR; r++) acc0[r] = (vec_##S){0};                         \
-                for (long c = 0; c < C; c++) {                                                  \
-                    vec_##S b0;                                                                 \
-                    memcpy(&b0, b + c * ldb, sizeof b0);                                        \
-                    for (int r = 0; r < WG_MR; r++) acc0[r] += a[c * WG_MR + r] * b0;           \
-                }                                                                               \
+                wg_panel_##S(ap + pn * C * WG_MR, b, ldb, C, acc0);                             \
                 long rows = O - pn * WG_MR < WG_MR ? O - pn * WG_MR : WG_MR;                    \
                 for (long r = 0; r < rows; r++) {                                               \
                     T out[VL];                                                                  \
@@ -539,14 +544,8 @@ static void winograd_gemm_nt_##S(const T *restrict Tg, const T *restrict V, long
             }                                                                                   \
         for (long n0 = 0; n0 < cp; n0 += VL)                                                    \
             for (long pn = 0; pn < panels; pn++) {                                              \
-                const T *a = ap + pn * P * WG_MR;                                               \
                 vec_##S s[WG_MR];                                                               \
-                for (int r = 0; r < WG_MR; r++) s[r] = (vec_##S){0};                            \
-                for (long q = 0; q < P; q++) {                                                  \
-                    vec_##S b;                                                                  \
-                    memcpy(&b, vt + q * cp + n0, sizeof b);                                     \
-                    for (int r = 0; r < WG_MR; r++) s[r] += a[q * WG_MR + r] * b;               \
-                }                                                                               \
+                wg_panel_##S(ap + pn * P * WG_MR, vt + n0, cp, P, s);                           \
                 long rows = O - pn * WG_MR < WG_MR ? O - pn * WG_MR : WG_MR;                    \
                 long cols = C - n0 < VL ? C - n0 : VL;                                          \
                 for (long r = 0; r < rows; r++) {                                               \

@@ -461,6 +461,24 @@ def test_winograd_declined_falls_back_to_numpy(monkeypatch):
 
 
 @needs_kernels
+def test_winograd_forward_then_backward_with_kernels_off():
+    rng = np.random.default_rng(4)
+    xa = rng.standard_normal((2, 16, 6, 5))
+    wa = rng.standard_normal((20, 16, 3, 3))
+    grads = []
+    for native_forward in (True, False):
+        x = dg.from_numpy(xa).requires_grad_(True)
+        w = dg.from_numpy(wa).requires_grad_(True)
+        with _native.enabled(native_forward):
+            y = dg.nn.functional.conv2d(x, w, padding=1)
+        with _native.enabled(False):  # backward on NumPy, whatever the forward kept
+            y.sum().backward()
+        grads.append((x.grad.data.copy(), w.grad.data.copy()))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@needs_kernels
 def test_winograd_input_changed_in_place_is_caught():
     x = dg.randn(2, 16, 6, 6, requires_grad=False)
     w = dg.randn(16, 16, 3, 3, requires_grad=True)

@@ -765,22 +765,14 @@ static void winograd_split_##S(const T *restrict xc, long Hs, long Ws, long top,
                                                                                                 \
 /* the transforms' inner loops, as functions so that restrict tells the compiler the rows       \
  * do not overlap (without it, the loops ran scalar behind a failed alias check: 8x slower) */  \
-static inline void winograd_bt_##S(const T *restrict r0, const T *restrict r1, long W1, long L, \
-                                   T *restrict t0, T *restrict t1, T *restrict t2,              \
+/* B^T on four inputs d = (r0[f], r1[f], r0[f + step], r1[f + step]) at each f: the rows of     \
+ * a tile (step W1, the next row of tiles) or its columns (step 1, the next tile) */            \
+static inline void winograd_bt_##S(const T *restrict r0, const T *restrict r1, long step,       \
+                                   long L, T *restrict t0, T *restrict t1, T *restrict t2,      \
                                    T *restrict t3) {                                            \
     for (long f = 0; f < L; f++) {                                                              \
-        T d0 = r0[f], d1 = r1[f], d2 = r0[f + W1], d3 = r1[f + W1];                             \
+        T d0 = r0[f], d1 = r1[f], d2 = r0[f + step], d3 = r1[f + step];                         \
         t0[f] = d0 - d2; t1[f] = d1 + d2; t2[f] = d2 - d1; t3[f] = d1 - d3;                     \
-    }                                                                                           \
-}                                                                                               \
-static inline void winograd_b_##S(const T *restrict e, const T *restrict o, long L,             \
-                                  T *restrict v0, T *restrict v1, T *restrict v2,               \
-                                  T *restrict v3) {                                             \
-    for (long f = 0; f < L; f++) {                                                              \
-        v0[f] = e[f] - e[f + 1];                                                                \
-        v1[f] = o[f] + e[f + 1];                                                                \
-        v2[f] = e[f + 1] - o[f];                                                                \
-        v3[f] = o[f] - o[f + 1];                                                                \
     }                                                                                           \
 }                                                                                               \
 static inline void winograd_a_##S(const T *restrict p, const T *restrict r, long L,             \
@@ -824,7 +816,7 @@ static void winograd_input_##S(const T *restrict x, long n_img, long C, long Hs,
         T *v = V + c * P + n * L;                                                               \
         for (int i = 0; i < 4; i++) {                                                           \
             T *v0 = v + (4 * i) * plane, *v1 = v0 + plane, *v2 = v1 + plane, *v3 = v2 + plane;  \
-            winograd_b_##S(te[i], to[i], L, v0, v1, v2, v3);                                    \
+            winograd_bt_##S(te[i], to[i], 1, L, v0, v1, v2, v3);                                \
             for (long f = tw; f < L; f += W1) v0[f] = v1[f] = v2[f] = v3[f] = 0;                \
         }                                                                                       \
     }                                                                                           \

@@ -605,10 +605,19 @@ def _winograd_weight(kern, w: np.ndarray, flip: bool) -> np.ndarray:
     return u
 
 
-def _winograd_tiles(oh: int, ow: int) -> tuple:
-    """Rows of tiles, and tiles per image (each row of tiles has a dummy one more; kernels.c)."""
-    th, tw = -(-oh // 2), -(-ow // 2)
-    return th, tw, th * (tw + 1)
+def _winograd_tiles(oh: int, ow: int) -> int:
+    """Tiles per image of an (oh, ow) output: each row of 2x2 tiles has a dummy one more
+    (kernels.c)."""
+    return -(-oh // 2) * (-(-ow // 2) + 1)
+
+
+def _winograd_workspace(kern, dt: np.dtype, c: int, o: int, out_hw: tuple, nb: int, n: int,
+                        forward: bool) -> tuple:
+    """(threads, elements per thread, workspace): what a Winograd call of n images in blocks
+    of nb needs, the workspace a scratch array to hand back once the call is done."""
+    threads = min(_native.threads(), n, _WINOGRAD_MAX_THREADS)
+    stride = kern.winograd_workspace[dt](c, o, out_hw[0], out_hw[1], nb, int(forward))
+    return threads, stride, _scratch.get((threads * stride,), dt)
 
 
 def _winograd_blocks(n: int, rows: int, per_image: int, itemsize: int) -> int:
@@ -629,10 +638,8 @@ def _winograd_conv(kern, src: np.ndarray, top: int, left: int, u: np.ndarray, bi
     oh, ow = out_hw
     dt = src.dtype
     y = backend.empty((n, o, oh, ow), dt)
-    nb = _winograd_blocks(n, max(c, o), _winograd_tiles(oh, ow)[2], dt.itemsize)
-    threads = min(_native.threads(), n, _WINOGRAD_MAX_THREADS)
-    stride = kern.winograd_workspace[dt](c, o, oh, ow, nb, 1)
-    work = _scratch.get((threads * stride,), dt)
+    nb = _winograd_blocks(n, max(c, o), _winograd_tiles(oh, ow), dt.itemsize)
+    threads, stride, work = _winograd_workspace(kern, dt, c, o, out_hw, nb, n, True)
     addr = _native.address
     bias_p = None if bias is None else addr(np.ascontiguousarray(bias, dt))
     status = kern.winograd_conv[dt](addr(src), n, c, hs, ws, top, left, addr(u), o, bias_p,
@@ -679,13 +686,12 @@ def _winograd_weight_grad(kern, x: np.ndarray, gy: np.ndarray, g: _Geom):
     declined."""
     dt = gy.dtype
     gy = np.ascontiguousarray(gy)
-    per_image = _winograd_tiles(g.OH, g.OW)[2]
+    per_image = _winograd_tiles(g.OH, g.OW)
     by_bytes = _WINOGRAD_WGRAD_BYTES // (16 * (g.C + g.O) * per_image * dt.itemsize)
     nb = max(1, min(g.N, by_bytes, -(-_WINOGRAD_WGRAD_TILES // per_image)))
     acc = np.empty((16, g.O, g.C), dt)
-    threads = min(_native.threads(), g.N, _WINOGRAD_MAX_THREADS)
-    stride = kern.winograd_workspace[dt](g.C, g.O, g.OH, g.OW, nb, 0)
-    work = _scratch.get((threads * stride,), dt)
+    threads, stride, work = _winograd_workspace(kern, dt, g.C, g.O, (g.OH, g.OW), nb, g.N,
+                                                False)
     addr = _native.address
     status = kern.winograd_weight_grad[dt](addr(x), g.N, g.C, g.H, g.W, g.pt, g.pl, addr(gy),
                                            g.O, g.OH, g.OW, nb, threads, addr(work), stride,
@@ -701,7 +707,7 @@ def _conv_forward(x: np.ndarray, w: np.ndarray, b, g: _Geom, keep: bool):
     """Convolution of x (N, C, H, W) plus bias b; returns (y (N, O, OH, OW), saved) with
     ``saved`` what ``_conv_backward`` needs for the weight gradient (None unless ``keep``): a
     scratch array holding the patch matrix or the padded input, to hand back to ``_scratch``
-    once backward is done with it."""
+    once backward is done with it, or a Winograd forward's input (``_WinogradInput``)."""
     kern = _winograd_kernels(g, x.dtype, g.C, g.O)
     if kern is not None:
         done = _winograd_forward(kern, x, w, b, g, keep)
@@ -798,10 +804,9 @@ def _conv_backward(gy: np.ndarray, w: np.ndarray, saved, g: _Geom, need_x: bool,
             if kern is not None:
                 gw = _winograd_weight_grad(kern, saved.x, gy, g)
             if gw is None:  # the kernels declined or were turned off since the forward
-                x = saved.x
-                saved = _weight_grad_operand(x, g)
-                gw = _conv_backward_numpy(gy, w, saved, g, False, True)[1]
-                _scratch.put(saved)
+                buf = _weight_grad_operand(saved.x, g)
+                gw = _conv_backward_numpy(gy, w, buf, g, False, True)[1]
+                _scratch.put(buf)
         if need_x and gx is None:
             gx = _conv_backward_numpy(gy, w, None, g, True, False, b_out)[0]
         return gx, gw

@@ -83,6 +83,32 @@ def test_lstm_native_equals_numpy_bit_for_bit(monkeypatch, dt, batch_first, bidi
 
 
 @needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("N, H", [(16, 32), (19, 37)])
+def test_lstm_native_equals_numpy_at_sizes_of_whole_register_tiles(dt, N, H):
+    """Batches and widths that fill the transposes' register tiles (16 float32 or 8 float64
+    lanes), with and without ragged edges."""
+    native = _lstm_run(True, dt, True, False, True, layers=1, T=4, N=N, I=5, H=H)
+    reference = _lstm_run(False, dt, True, False, True, layers=1, T=4, N=N, I=5, H=H)
+    for a, b in zip(native, reference):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("rows, cols", [(1, 1), (16, 16), (33, 17), (8, 40), (5, 3)])
+def test_transpose_kernel_matches_numpy(dt, rows, cols):
+    """dst[c, r] = src[r, c] between strided rows, by register tiles plus ragged edges."""
+    src = np.random.default_rng(0).standard_normal((rows, cols + 3)).astype(dt)[:, 2:2 + cols]
+    dst = np.full((cols, rows + 5), -1.0, dt)
+    it = src.itemsize
+    _native.lib().transpose[np.dtype(dt)](_native.address(src), src.strides[0] // it,
+                                          _native.address(dst), dst.strides[0] // it, rows, cols)
+    np.testing.assert_array_equal(dst[:, :rows], src.T)
+    assert (dst[:, rows:] == -1).all()  # nothing written past each row
+
+
+@needs_kernels
 def test_lstm_native_gradients_pass_gradcheck():
     dg.manual_seed(0)
     m = dg.nn.LSTM(3, 4, batch_first=True).double()

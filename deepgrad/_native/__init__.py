@@ -53,8 +53,9 @@ _L = ctypes.c_long
 _I = ctypes.c_int
 _SIGNATURES: dict[str, tuple] = {
     "lstm_gates": (_P, _P, _P, _L),
-    "lstm_output": (_P, _P, _P, _P, _L, _L, _L),
+    "lstm_output": (_P, _P, _P, _L, _P, _L, _L, _L),
     "lstm_backward_step": (_P, _P, _P, _P, _L, _L, _P, _L, _L, _P, _P, _L, _L, _I),
+    "transpose": (_P, _L, _P, _L, _L, _L),
     "tanh_backward": (_P, _P, _P, _L),
     "sigmoid_backward": (_P, _P, _P, _L),
     "relu_backward": (_P, _P, _P, _L),
@@ -92,6 +93,7 @@ class Kernels:
     lstm_gates: dict[np.dtype, Any]
     lstm_output: dict[np.dtype, Any]
     lstm_backward_step: dict[np.dtype, Any]
+    transpose: dict[np.dtype, Any]
     tanh_backward: dict[np.dtype, Any]
     sigmoid_backward: dict[np.dtype, Any]
     relu_backward: dict[np.dtype, Any]

@@ -265,6 +265,22 @@ class _RecurrentLayer(Function):
         self._initial(h0, HP[first][:H])
         return HP
 
+    def _state_columns(self, T: int, H: int, N: int, xcols, bias: bool, h0, first: int):
+        """The states of :meth:`_states` stored as the columns the weight gradient GEMM reads:
+        ``(cols, steps)`` with ``steps[t] = cols[:, t*N:(t+1)*N] = [h; x_t; 1]``. Each step's
+        GEMM reads its block in place and writes the next state into the next block, so no
+        per-step copy into columns is needed."""
+        xp = self.xp
+        I = xcols.shape[1]
+        K = H + I + 1 if bias else H + I
+        cols = _columns(xp, K, T, N, xcols.dtype)
+        xp.copyto(cols[H:H + I].reshape(I, T, N), xcols.transpose(1, 0, 2))
+        if bias:
+            cols[H + I] = 1
+        steps = [cols[:, t * N:(t + 1) * N] for t in range(T)]
+        self._initial(h0, steps[first][:H])
+        return cols, steps
+
     def _initial(self, state, dst):
         """Write ``state`` (N, H), or zeros for None, into ``dst`` (H, N)."""
         if state is None:
@@ -357,7 +373,7 @@ class LSTMLayer(_RecurrentLayer):
             _swap_go(w[:, H + I], b_ih + b_hh, H)
         w[:H3] *= 0.5
         order = self._order(T, reverse, False)
-        HP = self._states(T, H, N, xcols, bias, h0, order[0])
+        cols, HP = self._state_columns(T, H, N, xcols, bias, h0, order[0])
         if self.record:  # gate activations, cells and tanh(cells), saved for backward
             A = _empty(xp, (T, H4, N), dt)
             C = _empty(xp, (T, H, N), dt)
@@ -369,11 +385,12 @@ class LSTMLayer(_RecurrentLayer):
             TC = [_empty(xp, (H, N), dt)] * T
         h_last = _empty(xp, (H, N), dt)
         c_init = self._initial(c0, _empty(xp, (H, N), dt))
-        hx = _ToColumns(xp, HP, reverse) if self.need_hx else None
+        hx = cols if self.need_hx else None
         kern = _kernels(xp, dt)
         if kern is not None and all(o.strides[1] == o.itemsize for o in outs):
-            return self._forward_native(kern, w, A, C, TC, HP, c_init, h_last, outs, order, hx,
-                                        hn, cn)
+            self._forward_native(kern, w, A, C, TC, cols, HP, c_init, h_last, outs, order, hn,
+                                 cn)
+            return A, C, TC, hx, c_init
         ig = _empty(xp, (H, N), dt)
         step = -1 if reverse else 1
         h_prev = HP[order[0]]
@@ -401,24 +418,24 @@ class LSTMLayer(_RecurrentLayer):
             mul(a[H2:H3], tc, out=h)
             copyto(outs[t], h.T)
             c_prev = c
-            if hx is not None:
-                hx.done(t)
         copyto(hn, h_last.T)
         copyto(cn, c_prev.T)
-        return A, C, TC, None if hx is None else hx.columns, c_init
+        return A, C, TC, hx, c_init
 
-    def _forward_native(self, kern, w, A, C, TC, HP, c_init, h_last, outs, order, hx, hn, cn):
+    def _forward_native(self, kern, w, A, C, TC, cols, HP, c_init, h_last, outs, order, hn, cn):
         """The loop of ``_forward_direction`` with its gate math in two native kernels (the
         same float operations, so the same bits); the tanh calls stay in NumPy."""
         xp = self.xp
         T = len(outs)
         H, N = c_init.shape
         dt = c_init.dtype
+        it = dt.itemsize
         hn_, step = H * N, order[1] - order[0] if T > 1 else 1
         gates, output = kern.lstm_gates[dt], kern.lstm_output[dt]
         addr = _native.address
         pa, pc, ptc = _addresses(A, T), _addresses(C, T), _addresses(TC, T)
-        ph = _addresses(HP, T)
+        base, ld = addr(cols), cols.strides[0] // it
+        ph = [base + t * N * it for t in range(T)]
         po = _view_addresses(outs)
         out_sn = outs[0].strides[0] // outs[0].itemsize
         osz = hn_ * A[0].itemsize  # bytes of one gate block
@@ -437,16 +454,12 @@ class LSTMLayer(_RecurrentLayer):
             nt = t + step
             if 0 <= nt < T:
                 h_prev = HP[nt]
-                ph_t = ph[nt]
+                output(pa[t] + 2 * osz, ptc[t], ph[nt], ld, po[t], H, N, out_sn)
             else:
-                ph_t = p_last
-            output(pa[t] + 2 * osz, ptc[t], ph_t, po[t], H, N, out_sn)
+                output(pa[t] + 2 * osz, ptc[t], p_last, N, po[t], H, N, out_sn)
             pc_prev = pc[t]
-            if hx is not None:
-                hx.done(t)
         xp.copyto(hn, h_last.T)
         xp.copyto(cn, c.T)
-        return A, C, TC, None if hx is None else hx.columns, c_init
 
     def _backward_direction(self, saved, w, gouts, ghn, gcn, reverse, needs_w, need_x):
         xp = self.xp
@@ -556,6 +569,7 @@ class LSTMLayer(_RecurrentLayer):
         kernel = kern.lstm_backward_step[dt]
         matmul = self.xp.matmul
         addr = _native.address
+
         pa, pc, ptc = _addresses(A, T), _addresses(C, T), _addresses(TC, T)
         pg = _view_addresses(gouts)
         gn, gj = gouts[0].strides[0] // it, gouts[0].strides[1] // it

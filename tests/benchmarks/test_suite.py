@@ -225,3 +225,28 @@ def test_epoch_workload_runs_one_epoch_in_both_libraries():
         assert all(np.isfinite(p).all() for p in after)
         assert all(not np.array_equal(b, a) for b, a in zip(before, after)), lib.__name__
     assert w.flops(inputs) == pytest.approx(w.flops(full) * (5 * w.BATCH - 7) / full["x"].shape[0])
+
+
+def test_quiesce_waits_for_a_busy_thread_and_not_otherwise():
+    """Each timed repetition starts once no thread of the process burns CPU (another library's
+    BLAS workers spin for about 0.1 s after a call and would slow the repetition after)."""
+    import threading
+    import time
+
+    import harness
+
+    assert harness.quiesce() < 0.5  # an idle process: the first window of sleep suffices
+    stop = threading.Event()
+
+    def spin():  # a worker spinning for 0.3 s, as a BLAS thread does after its call
+        end = time.perf_counter() + 0.3
+        while not stop.is_set() and time.perf_counter() < end:
+            pass
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    try:
+        assert harness.quiesce(max_seconds=5.0) >= 0.2
+    finally:
+        stop.set()
+        worker.join()

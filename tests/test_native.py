@@ -305,6 +305,10 @@ _CONVS = [
     (2, 3, 21, 19, 20, 3, 2, 1, 1),    # stride 2, odd sizes, 20 output channels (3 blocks)
     (2, 2, 16, 18, 9, 3, 1, 2, 2),     # dilation
     (1, 4, 11, 30, 8, 3, 1, (0, 1), 1),
+    # lanes over output channels (rows shorter than the channels fill): odd row counts, a last
+    # block of columns rounded up, a second group of channels partly empty
+    (2, 3, 13, 19, 16, 3, 1, 0, 1),
+    (1, 2, 9, 9, 30, 3, 1, 1, 1),
 ]
 
 
@@ -337,6 +341,20 @@ def test_conv2d_native_matches_numpy(monkeypatch, dt, case):
     tol = dict(rtol=2e-5, atol=2e-5) if dt == np.float32 else dict(rtol=1e-12, atol=1e-12)
     for a, b in zip(native, reference):
         np.testing.assert_allclose(a, b, **tol)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_conv2d_native_lanes_over_channels_without_bias(dt):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 6, 14, 14)).astype(dt)
+    w = rng.standard_normal((16, 6, 5, 5)).astype(dt)
+    outs = []
+    for native in (True, False):
+        with _native.enabled(native):
+            outs.append(dg.nn.functional.conv2d(dg.from_numpy(x), dg.from_numpy(w)).data)
+    tol = 2e-5 if dt == np.float32 else 1e-12
+    np.testing.assert_allclose(outs[0], outs[1], rtol=tol, atol=tol)
 
 
 @needs_kernels

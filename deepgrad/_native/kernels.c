@@ -298,7 +298,8 @@ KERNELS(double, f64)
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=fast")
 
-#define CONV_OB 8 /* output channels per register block */
+#define CONV_OB 8  /* output channels per register block */
+#define CONV_PX 12 /* output columns per register block with lanes over channels */
 
 
 #define CONV_KERNELS(T, S, VL)                                                                  \
@@ -372,10 +373,96 @@ static inline __attribute__((always_inline)) void conv_images_##S(              
  * channels x VL output columns x two output rows. (A second thread over half the images      \
  * gained nothing in training: BLAS's threads still spin on the other core after each GEMM.)  \
  */                                                                                             \
+/* The same convolution (stride and dilation 1) with lanes over output channels instead of    \
+ * output columns, for layers whose output rows are short (LeNet's second layer: 16 channels  \
+ * of 10 columns, so 10 of 16 lanes busy the other way). wpk (groups of VL channels, C, kh,    \
+ * kw, VL), lanes past O zero. Register block: px output columns x two output rows, a vector  \
+ * of VL channels each; every weight vector feeds 2*px FMAs whose inputs are broadcast from    \
+ * memory. px is a constant at each call: the block then stays in registers. Columns past OW  \
+ * (a block rounded up) and a second row past OH are computed from the row and its slack and  \
+ * dropped. */                                                                                  \
+static inline __attribute__((always_inline)) void conv_oc_block_##S(                            \
+        const conv_args_##S *a, const T *restrict wpk, long n, long g, long oy, long x0,        \
+        int px, long kw) {                                                                      \
+    const T *restrict xp = a->xp, *restrict bias = a->bias;                                     \
+    T *restrict y = a->y;                                                                       \
+    long C = a->C, Hp = a->Hp, Wp = a->Wp, O = a->O, kh = a->kh;                                \
+    long OH = a->OH, OW = a->OW;                                                                \
+    vec_##S acc[CONV_PX], acc2[CONV_PX];                                                        \
+    for (int p = 0; p < px; p++) acc[p] = acc2[p] = (vec_##S){0};                               \
+    for (long c = 0; c < C; c++)                                                                \
+    for (long i = 0; i < kh; i++) {                                                             \
+        const T *xr = xp + ((n * C + c) * Hp + oy + i) * Wp + x0;                               \
+        const T *wr = wpk + ((g * C + c) * kh + i) * kw * VL;                                   \
+        for (long j = 0; j < kw; j++) {                                                         \
+            vec_##S wv;                                                                         \
+            memcpy(&wv, wr + j * VL, sizeof wv);                                                \
+            /* opaque pointers per tap: otherwise the compiler keeps the inputs shared by       \
+             * neighbouring taps in registers, runs out of them and spills (0.6x) */            \
+            const T *xj = xr + j, *xj2 = xr + Wp + j;                                           \
+            __asm__("" : "+r"(xj), "+r"(xj2));                                                  \
+            for (int p = 0; p < px; p++) acc[p] += xj[p] * wv;                                  \
+            for (int p = 0; p < px; p++) acc2[p] += xj2[p] * wv;                                \
+        }                                                                                       \
+    }                                                                                           \
+    long ol = O - g * VL < VL ? O - g * VL : VL;                                                \
+    long pl = OW - x0 < px ? OW - x0 : px;                                                      \
+    T out[VL];                                                                                  \
+    for (int r = 0; r < 2 && oy + r < OH; r++)                                                  \
+        for (long p = 0; p < pl; p++) {                                                         \
+            memcpy(out, r ? &acc2[p] : &acc[p], sizeof out);                                    \
+            T *yp = y + ((n * O + g * VL) * OH + oy + r) * OW + x0 + p;                         \
+            for (long o = 0; o < ol; o++)                                                       \
+                yp[o * OH * OW] = bias ? out[o] + bias[g * VL + o] : out[o];                    \
+        }                                                                                       \
+}                                                                                               \
+                                                                                                \
+static inline __attribute__((always_inline)) void conv_oc_images_kw_##S(                       \
+        const conv_args_##S *a, const T *wpk, long kw) {                                        \
+    long groups = (a->O + VL - 1) / VL;                                                         \
+    for (long n = 0; n < a->N; n++)                                                             \
+    for (long g = 0; g < groups; g++)                                                           \
+    for (long oy = 0; oy < a->OH; oy += 2)                                                      \
+    for (long x0 = 0; x0 < a->OW; x0 += CONV_PX) {                                              \
+        long rest = a->OW - x0;                                                                 \
+        if (rest >= CONV_PX) conv_oc_block_##S(a, wpk, n, g, oy, x0, CONV_PX, kw);              \
+        else if (rest > 8) conv_oc_block_##S(a, wpk, n, g, oy, x0, 10, kw);                     \
+        else if (rest > 4) conv_oc_block_##S(a, wpk, n, g, oy, x0, 8, kw);                      \
+        else conv_oc_block_##S(a, wpk, n, g, oy, x0, 4, kw);                                    \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* kw a constant where it is 5 or 3: the tap loop unrolls */                                    \
+static void conv_oc_images_##S(const conv_args_##S *a, const T *wpk) {                          \
+    if (a->kw == 5) conv_oc_images_kw_##S(a, wpk, 5);                                           \
+    else if (a->kw == 3) conv_oc_images_kw_##S(a, wpk, 3);                                      \
+    else conv_oc_images_kw_##S(a, wpk, a->kw);                                                  \
+}                                                                                               \
+                                                                                                \
+/* lanes in use out of those computed, lanes over columns vs over channels, in 1/VL units */   \
+static int conv_oc_better_##S(long O, long OW) {                                                \
+    long oc = (O + VL - 1) / VL * VL, cols = (OW + VL - 1) / VL * VL;                           \
+    return O * cols > OW * oc;                                                                  \
+}                                                                                               \
+                                                                                                \
 void conv2d_direct_##S(const T *xp, long N, long C, long Hp, long Wp, const T *w, long O,      \
                        long kh, long kw, const T *bias, T *y, long OH, long OW, long sh,        \
                        long sw, long dh, long dw) {                                             \
     conv_args_##S a = {xp, N, C, Hp, Wp, w, O, kh, kw, bias, y, OH, OW, sh, sw, dh, dw};        \
+    if (sh == 1 && sw == 1 && dh == 1 && dw == 1 && conv_oc_better_##S(O, OW)) {                \
+        long groups = (O + VL - 1) / VL, taps = C * kh * kw;                                    \
+        T *wpk = malloc(sizeof(T) * groups * taps * VL);                                        \
+        if (wpk) {                                                                              \
+            for (long g = 0; g < groups; g++)                                                   \
+                for (long t = 0; t < taps; t++)                                                 \
+                    for (long l = 0; l < VL; l++)                                               \
+                        wpk[(g * taps + t) * VL + l] = g * VL + l < O ? w[(g * VL + l) * taps + t] \
+                                                                      : (T)0;                    \
+            conv_oc_images_##S(&a, wpk);                                                        \
+            free(wpk);                                                                          \
+            return;                                                                             \
+        }                                                                                       \
+    }                                                                                           \
     /* blocks of 6 channels where they leave fewer idle than blocks of 8 (LeNet's 6) */       \
     int six = (O + 5) / 6 * 6 < (O + 7) / 8 * 8;                                                \
     if (kw == 5 && sw == 1 && six)                                                              \

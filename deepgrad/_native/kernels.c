@@ -300,6 +300,7 @@ KERNELS(double, f64)
 
 #define CONV_OB 8  /* output channels per register block */
 #define CONV_PX 12 /* output columns per register block with lanes over channels */
+#define WG_MAX_TAPS 25 /* taps held in registers by the weight gradient */
 
 
 #define CONV_KERNELS(T, S, VL)                                                                  \
@@ -482,10 +483,46 @@ void conv2d_direct_##S(const T *xp, long N, long C, long Hp, long Wp, const T *w
  * from gyt, the output gradient pixel-major (N, OH, OW, Opad) with Opad a multiple of VL      \
  * (lanes past O zero), and the padded input xp (N, C, Hp, Wp). Four output pixels per pass   \
  * share each accumulator's load and store. */                                                 \
+/* Stride 1, no dilation, kh and kw constants (5x5, 3x3): the accumulators of one input       \
+ * channel's taps for VL output channels stay in registers over all images and pixels; each  \
+ * pixel's gradient vector feeds kh*kw FMAs whose inputs are broadcast from memory. */         \
+static inline __attribute__((always_inline)) void wgrad_taps_##S(                               \
+        const T *restrict xp, long N, long C, long Hp, long Wp, const T *restrict gyt,          \
+        long Opad, long OH, long OW, long kh, long kw, T *restrict gw) {                        \
+    for (long o0 = 0; o0 < Opad; o0 += VL)                                                      \
+    for (long c = 0; c < C; c++) {                                                              \
+        vec_##S acc[WG_MAX_TAPS];                                                               \
+        for (int t = 0; t < kh * kw; t++) acc[t] = (vec_##S){0};                                \
+        for (long n = 0; n < N; n++)                                                            \
+        for (long oy = 0; oy < OH; oy++) {                                                      \
+            const T *grow = gyt + ((n * OH + oy) * OW) * Opad + o0;                             \
+            const T *xr = xp + ((n * C + c) * Hp + oy) * Wp;                                    \
+            for (long ox = 0; ox < OW; ox++) {                                                  \
+                vec_##S gv;                                                                     \
+                memcpy(&gv, grow + ox * Opad, sizeof gv);                                       \
+                for (long i = 0; i < kh; i++) {                                                 \
+                    const T *xi = xr + i * Wp + ox;                                             \
+                    __asm__("" : "+r"(xi)); /* as in conv_oc_block: no spills */                \
+                    for (long j = 0; j < kw; j++) acc[i * kw + j] += gv * xi[j];                \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+        for (long t = 0; t < kh * kw; t++)                                                      \
+            memcpy(gw + (c * kh * kw + t) * Opad + o0, &acc[t], sizeof acc[t]);                 \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
 void conv2d_weight_grad_##S(const T *restrict xp, long N, long C, long Hp, long Wp,            \
                             const T *restrict gyt, long Opad, long OH, long OW, long kh,        \
                             long kw, long sh, long sw, long dh, long dw, T *restrict gw) {      \
     long taps = C * kh * kw;                                                                    \
+    if (sh == 1 && sw == 1 && dh == 1 && dw == 1 && kh == kw && (kw == 5 || kw == 3)) {        \
+        if (kw == 5)                                                                            \
+            wgrad_taps_##S(xp, N, C, Hp, Wp, gyt, Opad, OH, OW, 5, 5, gw);                      \
+        else                                                                                    \
+            wgrad_taps_##S(xp, N, C, Hp, Wp, gyt, Opad, OH, OW, 3, 3, gw);                      \
+        return;                                                                                 \
+    }                                                                                           \
     for (long k = 0; k < taps * Opad; k++) gw[k] = 0;                                           \
     for (long o0 = 0; o0 < Opad; o0 += VL)                                                      \
     for (long n = 0; n < N; n++)                                                                \

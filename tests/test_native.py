@@ -309,6 +309,7 @@ _CONVS = [
     # block of columns rounded up, a second group of channels partly empty
     (2, 3, 13, 19, 16, 3, 1, 0, 1),
     (1, 2, 9, 9, 30, 3, 1, 1, 1),
+    (2, 1, 13, 12, 6, 5, 1, 2, 1),     # weight grad along rows, a row past the last block of 4
 ]
 
 

@@ -577,7 +577,35 @@ void conv2d_weight_grad_##S(const T *restrict xp, long N, long C, long Hp, long 
  * >= (OW rounded up to VL) + kw - 1 elements, zero past the padded width: the lanes of a
  * row's last, partial vector of gy are zero and meet zeros of xq. */
 #define ROWS_MAX_TAPS 25
+#define ROWS_R 4 /* output rows per block: each input vector loaded feeds up to 4 taps */
 #define WGRAD_ROWS(T, S, VL)                                                                    \
+/* rows [y0, y0 + R) of image n for output channel o, into the tap accumulators acc: the gy   \
+ * vectors of the R rows are loaded once per column block, then each input row vector of the   \
+ * block's reach (R + kh - 1 rows, kw offsets) is loaded once and feeds every tap it meets */  \
+static inline __attribute__((always_inline)) void wgrad_rows_block_##S(                         \
+        const T *restrict xq, long Hq, long Wq, const T *restrict gy, long O, long OH,          \
+        long OW, long kh, long kw, long n, long o, long y0, int R, vec_##S *acc) {              \
+    for (long x0 = 0; x0 < OW; x0 += VL) {                                                      \
+        vec_##S gv[ROWS_R];                                                                     \
+        for (int yy = 0; yy < R; yy++)                                                          \
+            memcpy(&gv[yy], gy + ((n * O + o) * OH + y0 + yy) * OW + x0, sizeof gv[yy]);        \
+        _Pragma("GCC unroll 16")                                                                \
+        for (long r = 0; r < R + kh - 1; r++) {                                                 \
+            const T *xr = xq + (n * Hq + y0 + r) * Wq + x0;                                     \
+            __asm__("" : "+r"(xr)); /* loads stay loads: no spilled copies across rows */      \
+            _Pragma("GCC unroll 8")                                                             \
+            for (long j = 0; j < kw; j++) {                                                     \
+                vec_##S xv;                                                                     \
+                memcpy(&xv, xr + j, sizeof xv);                                                 \
+                _Pragma("GCC unroll 8")                                                         \
+                for (int yy = 0; yy < R; yy++) {                                                \
+                    long i = r - yy;                                                            \
+                    if (i >= 0 && i < kh) acc[i * kw + j] += gv[yy] * xv;                       \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+}                                                                                               \
 static inline __attribute__((always_inline)) void wgrad_rows_##S(                               \
         const T *restrict xq, long N, long Hq, long Wq, const T *restrict gy, long O, long OH,  \
         long OW, long kh, long kw, T *restrict gw) {                                            \
@@ -585,21 +613,12 @@ static inline __attribute__((always_inline)) void wgrad_rows_##S(               
     for (long o = 0; o < O; o++) {                                                              \
         vec_##S acc[ROWS_MAX_TAPS];                                                             \
         for (long t = 0; t < taps; t++) acc[t] = (vec_##S){0};                                  \
-        for (long n = 0; n < N; n++)                                                            \
-        for (long y = 0; y < OH; y++) {                                                         \
-            const T *g = gy + ((n * O + o) * OH + y) * OW;                                      \
-            for (long x0 = 0; x0 < OW; x0 += VL) {                                              \
-                vec_##S gv;                                                                     \
-                memcpy(&gv, g + x0, sizeof gv);                                                 \
-                for (long i = 0; i < kh; i++) {                                                 \
-                    const T *xr = xq + (n * Hq + y + i) * Wq + x0;                              \
-                    for (long j = 0; j < kw; j++) {                                             \
-                        vec_##S xv;                                                             \
-                        memcpy(&xv, xr + j, sizeof xv);                                         \
-                        acc[i * kw + j] += gv * xv;                                             \
-                    }                                                                           \
-                }                                                                               \
-            }                                                                                   \
+        for (long n = 0; n < N; n++) {                                                          \
+            long y = 0;                                                                         \
+            for (; y + ROWS_R <= OH; y += ROWS_R)                                               \
+                wgrad_rows_block_##S(xq, Hq, Wq, gy, O, OH, OW, kh, kw, n, o, y, ROWS_R, acc);  \
+            for (; y < OH; y++)                                                                 \
+                wgrad_rows_block_##S(xq, Hq, Wq, gy, O, OH, OW, kh, kw, n, o, y, 1, acc);       \
         }                                                                                       \
         for (long t = 0; t < taps; t++) {                                                       \
             T sum = 0;                                                                          \

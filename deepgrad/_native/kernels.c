@@ -306,7 +306,7 @@ KERNELS(double, f64)
 #define CONV_KERNELS(T, S, VL)                                                                  \
 typedef struct {                                                                                \
     const T *xp; long N, C, Hp, Wp; const T *w; long O, kh, kw; const T *bias; T *y;            \
-    long OH, OW, sh, sw, dh, dw;                                                                \
+    long OH, OW, sh, sw, dh, dw, zt, zb;                                                        \
 } conv_args_##S;                                                                                \
                                                                                                 \
 /* kw, sw and the block of output channels ob (at most CONV_OB) as arguments: called with     \
@@ -317,6 +317,7 @@ static inline __attribute__((always_inline)) void conv_images_##S(              
     T *restrict y = a->y;                                                                       \
     long C = a->C, Hp = a->Hp, Wp = a->Wp, O = a->O, kh = a->kh;                                \
     long OH = a->OH, OW = a->OW, sh = a->sh, dh = a->dh, dw = a->dw;                            \
+    long zt = a->zt, zb = Hp - a->zb; /* input rows outside [zt, zb) are zero padding */        \
     long wo = C * kh * kw; /* weight stride between output channels */                         \
     long rs = sh * Wp;     /* input stride between the block's two output rows */              \
     for (long n = n0; n < n1; n++)                                                              \
@@ -330,7 +331,9 @@ static inline __attribute__((always_inline)) void conv_images_##S(              
         for (int b = 0; b < obk; b++) acc[b] = acc2[b] = (vec_##S){0};                          \
         for (long c = 0; c < C; c++)                                                            \
         for (long i = 0; i < kh; i++) {                                                         \
-            const T *xr = xp + ((n * C + c) * Hp + oy * sh + i * dh) * Wp + x0 * sw;            \
+            long r0 = oy * sh + i * dh;                                                         \
+            if (r0 + sh < zt || r0 >= zb) continue; /* both rows of the pair are padding */     \
+            const T *xr = xp + ((n * C + c) * Hp + r0) * Wp + x0 * sw;                          \
             const T *wr = w + (o0 * C + c) * kh * kw + i * kw;                                  \
             for (long j = 0; j < kw; j++) {                                                     \
                 vec_##S xv, xv2;                                                                \
@@ -368,12 +371,6 @@ static inline __attribute__((always_inline)) void conv_images_##S(              
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
-/* y (N, O, OH, OW) = conv(xp, w) (+ bias), xp the zero-padded input (N, C, Hp, Wp) followed \
- * by at least sh*Wp + VL*sw elements of slack (read into lanes that are dropped), w (Opad, C, \
- * kh, kw) with Opad a multiple of CONV_OB (rows past O zero). Register block: CONV_OB output \
- * channels x VL output columns x two output rows. (A second thread over half the images      \
- * gained nothing in training: BLAS's threads still spin on the other core after each GEMM.)  \
- */                                                                                             \
 /* The same convolution (stride and dilation 1) with lanes over output channels instead of    \
  * output columns, for layers whose output rows are short (LeNet's second layer: 16 channels  \
  * of 10 columns, so 10 of 16 lanes busy the other way). wpk (groups of VL channels, C, kh,    \
@@ -388,11 +385,12 @@ static inline __attribute__((always_inline)) void conv_oc_block_##S(            
     const T *restrict xp = a->xp, *restrict bias = a->bias;                                     \
     T *restrict y = a->y;                                                                       \
     long C = a->C, Hp = a->Hp, Wp = a->Wp, O = a->O, kh = a->kh;                                \
-    long OH = a->OH, OW = a->OW;                                                                \
+    long OH = a->OH, OW = a->OW, zt = a->zt, zb = Hp - a->zb;                                   \
     vec_##S acc[CONV_PX], acc2[CONV_PX];                                                        \
     for (int p = 0; p < px; p++) acc[p] = acc2[p] = (vec_##S){0};                               \
     for (long c = 0; c < C; c++)                                                                \
     for (long i = 0; i < kh; i++) {                                                             \
+        if (oy + i + 1 < zt || oy + i >= zb) continue; /* both rows are padding */             \
         const T *xr = xp + ((n * C + c) * Hp + oy + i) * Wp + x0;                               \
         const T *wr = wpk + ((g * C + c) * kh + i) * kw * VL;                                   \
         for (long j = 0; j < kw; j++) {                                                         \
@@ -446,10 +444,19 @@ static int conv_oc_better_##S(long O, long OW) {                                
     return O * cols > OW * oc;                                                                  \
 }                                                                                               \
                                                                                                 \
+/* y (N, O, OH, OW) = conv(xp, w) (+ bias), xp the zero-padded input (N, C, Hp, Wp) followed \
+ * by at least sh*Wp + VL*sw elements of slack (read into lanes that are dropped), w (Opad, C, \
+ * kh, kw) with Opad a multiple of CONV_OB (rows past O zero). Register block: CONV_OB output \
+ * channels x VL output columns x two output rows. The top zt and bottom zb rows of each      \
+ * padded image are zero: taps that meet only such rows are skipped (the input gradient, the  \
+ * output gradient padded by kh - 1, skips a quarter of LeNet's). Where output rows are short \
+ * the kernel above with lanes over channels runs instead. (A second thread over half the     \
+ * images gained nothing in training: BLAS's threads spin on the other core after each GEMM.) \
+ */                                                                                             \
 void conv2d_direct_##S(const T *xp, long N, long C, long Hp, long Wp, const T *w, long O,      \
                        long kh, long kw, const T *bias, T *y, long OH, long OW, long sh,        \
-                       long sw, long dh, long dw) {                                             \
-    conv_args_##S a = {xp, N, C, Hp, Wp, w, O, kh, kw, bias, y, OH, OW, sh, sw, dh, dw};        \
+                       long sw, long dh, long dw, long zt, long zb) {                           \
+    conv_args_##S a = {xp, N, C, Hp, Wp, w, O, kh, kw, bias, y, OH, OW, sh, sw, dh, dw, zt, zb};\
     if (sh == 1 && sw == 1 && dh == 1 && dw == 1 && conv_oc_better_##S(O, OW)) {                \
         long groups = (O + VL - 1) / VL, taps = C * kh * kw;                                    \
         T *wpk = malloc(sizeof(T) * groups * taps * VL);                                        \

@@ -424,7 +424,9 @@ def _blocked_weight(w: np.ndarray) -> np.ndarray:
 
 
 def _direct(kern, xflat: np.ndarray, shape: tuple, w: np.ndarray, b, out_hw: tuple,
-            stride: tuple, dilation: tuple) -> np.ndarray:
+            stride: tuple, dilation: tuple, zero_rows: tuple) -> np.ndarray:
+    """The direct kernel on the flat padded input; ``zero_rows`` (top, bottom) are the padding
+    rows of each image, which the kernel skips where a tap meets nothing else."""
     n, c, hp, wp = shape
     o, _, kh, kw = w.shape
     oh, ow = out_hw
@@ -433,7 +435,8 @@ def _direct(kern, xflat: np.ndarray, shape: tuple, w: np.ndarray, b, out_hw: tup
     addr = _native.address
     kern.conv2d_direct[w.dtype](addr(xflat), n, c, hp, wp, addr(wb), o, kh, kw,
                                 None if b is None else addr(np.ascontiguousarray(b)), addr(y),
-                                oh, ow, stride[0], stride[1], dilation[0], dilation[1])
+                                oh, ow, stride[0], stride[1], dilation[0], dilation[1],
+                                zero_rows[0], zero_rows[1])
     return y
 
 
@@ -446,7 +449,7 @@ def _native_forward(kern, x: np.ndarray, w: np.ndarray, b, g: _Geom, keep: bool)
     """``_conv_forward`` by the direct kernel; saves the padded input (flat, 1-d) when keep."""
     flat = _padded_flat(x, g.pt, g.pb, g.pl, g.pr, _slack(x.dtype, g.sh, g.sw, g.Wp))
     y = _direct(kern, flat, (g.N, g.C, g.Hp, g.Wp), w, b, (g.OH, g.OW), (g.sh, g.sw),
-                (g.dh, g.dw))
+                (g.dh, g.dw), (g.pt, g.pb))
     if keep:
         return y, flat
     _scratch.put(flat)
@@ -554,7 +557,7 @@ def _native_input_grad(gy: np.ndarray, w: np.ndarray, g: _Geom, b_out):
     flat = _padded_flat(gy, top, bottom, left, right, _slack(gy.dtype, 1, 1, g.OW + left + right))
     wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
     gx = _direct(kern, flat, (g.N, g.O, g.OH + top + bottom, g.OW + left + right), wt, b_out,
-                 (g.H, g.W), (1, 1), (g.dh, g.dw))
+                 (g.H, g.W), (1, 1), (g.dh, g.dw), (top, bottom))
     _scratch.put(flat)
     return gx
 

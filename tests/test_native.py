@@ -310,6 +310,7 @@ _CONVS = [
     (2, 3, 13, 19, 16, 3, 1, 0, 1),
     (1, 2, 9, 9, 30, 3, 1, 1, 1),
     (2, 1, 13, 12, 6, 5, 1, 2, 1),     # weight grad along rows, a row past the last block of 4
+    (1, 2, 8, 13, 16, 3, 1, 0, 1),     # lanes over channels, rows of 11 (one block of 12)
 ]
 
 

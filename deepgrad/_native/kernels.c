@@ -424,7 +424,7 @@ static inline __attribute__((always_inline)) void conv_oc_images_kw_##S(        
     for (long oy = 0; oy < a->OH; oy += 2)                                                      \
     for (long x0 = 0; x0 < a->OW; x0 += CONV_PX) {                                              \
         long rest = a->OW - x0;                                                                 \
-        if (rest >= CONV_PX) conv_oc_block_##S(a, wpk, n, g, oy, x0, CONV_PX, kw);              \
+        if (rest > 10) conv_oc_block_##S(a, wpk, n, g, oy, x0, CONV_PX, kw);                    \
         else if (rest > 8) conv_oc_block_##S(a, wpk, n, g, oy, x0, 10, kw);                     \
         else if (rest > 4) conv_oc_block_##S(a, wpk, n, g, oy, x0, 8, kw);                      \
         else conv_oc_block_##S(a, wpk, n, g, oy, x0, 4, kw);                                    \

@@ -414,6 +414,12 @@ def test_conv2d_native_passes_gradcheck():
         lambda x, w, b: dg.nn.functional.conv2d(x, w, b, padding=1), (x, w, b))
     assert dg.autograd.gradcheck(
         lambda x, w, b: dg.nn.functional.conv2d(x, w, b, stride=2, dilation=2), (x, w, b))
+    # 8 output channels (a float64 vector) over rows of 9: lanes over channels forward, the
+    # weight gradient's taps in registers
+    x = dg.randn(1, 2, 6, 11, dtype=dg.float64, requires_grad=True)
+    w = dg.randn(8, 2, 3, 3, dtype=dg.float64, requires_grad=True)
+    b = dg.randn(8, dtype=dg.float64, requires_grad=True)
+    assert dg.autograd.gradcheck(lambda x, w, b: dg.nn.functional.conv2d(x, w, b), (x, w, b))
 
 
 # ---- Winograd convolution (3x3, stride 1, 16 or more channels) -------------------------------

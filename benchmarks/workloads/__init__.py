@@ -64,6 +64,8 @@ NAMES = [
     "avg_pool",
     "batch_norm",
     "lstm_layer",
+    "mlp_gemms",
+    "lstm_gemms",
 ]
 
 

@@ -397,6 +397,27 @@ def test_conv2d_weight_grad_along_rows_takes_a_broadcast_gradient():
 
 
 @needs_kernels
+def test_conv2d_weight_grad_along_rows_reads_past_a_row_without_effect(monkeypatch):
+    """A row's last block of columns reads the next row's first values into lanes it masks
+    off: an inf there reaches no tap that does not meet it (taps j = 3, 4 never meet column 0
+    with padding 2) and the kernel's NaNs and infs are where the NumPy path has them."""
+    spy = _Spy(monkeypatch, "conv2d_weight_grad_rows")
+    xa = np.random.default_rng(4).standard_normal((2, 1, 12, 12)).astype(np.float32)
+    xa[0, 0, 5, 0] = np.inf
+    gya = np.random.default_rng(5).standard_normal((2, 6, 12, 12)).astype(np.float32)
+    grads = []
+    for native in (True, False):
+        with _native.enabled(native):
+            w = dg.from_numpy(np.linspace(-1, 1, 150, dtype=np.float32).reshape(6, 1, 5, 5))
+            w.requires_grad_(True)
+            dg.nn.functional.conv2d(dg.from_numpy(xa), w, padding=2).backward(dg.from_numpy(gya))
+            grads.append(w.grad.data.copy())
+    assert spy.calls == 1
+    assert np.isfinite(grads[0][..., 3:]).all()
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-5)  # NaN/inf equal too
+
+
+@needs_kernels
 @pytest.mark.parametrize("case", [(2, 3, 9, 10, 4, 3, 1, 1, 1), (1, 2, 12, 9, 3, 3, 1, 0, 1)])
 def test_conv_transpose2d_native_matches_numpy(case):
     native = _conv_run(True, np.float64, case, transpose=True)

@@ -515,26 +515,14 @@ def _rows_weight_grad_applies(g: _Geom) -> bool:
 
 def _native_weight_grad_rows(kern, flat: np.ndarray, gy: np.ndarray, g: _Geom) -> np.ndarray:
     """gw (O, 1, kh, kw) of a one-channel convolution from the flat padded input a native
-    forward saved, by the kernel with lanes along the output rows: the padded input is first
-    re-laid with rows wide enough for whole vectors past the last output column, zero-filled."""
+    forward saved (its slack covers the vector a row's last block reads past the row), by the
+    kernel with lanes along the output rows."""
     dt = gy.dtype
-    lanes = 64 // dt.itemsize
-    ow = -(-g.OW // lanes) * lanes
-    wq = ow + g.kw - 1
-    xq = _scratch.get((g.N, g.Hp, wq), dt)
-    xq[:, :, g.Wp:] = 0
-    xq[:, :, :g.Wp] = flat[:g.N * g.Hp * g.Wp].reshape(g.N, g.Hp, g.Wp)
-    if ow != g.OW or not gy.flags.c_contiguous:
-        gyq = _scratch.get((g.N, g.O, g.OH, ow), dt)
-        gyq[..., g.OW:] = 0
-        gyq[..., :g.OW] = gy
-    else:
-        gyq = gy
+    gyc = gy if gy.flags.c_contiguous else np.ascontiguousarray(gy)
     gw = np.empty((g.O, 1, g.kh, g.kw), dt)
     addr = _native.address
-    kern.conv2d_weight_grad_rows[dt](addr(xq), g.N, g.Hp, wq, addr(gyq), g.O, g.OH, ow, g.kh,
-                                     g.kw, addr(gw))
-    _scratch.put(xq, gyq if gyq is not gy else None)
+    kern.conv2d_weight_grad_rows[dt](addr(flat), g.N, g.Hp, g.Wp, addr(gyc), g.O, g.OH, g.OW,
+                                     g.kh, g.kw, addr(gw))
     return gw
 
 

@@ -426,21 +426,21 @@ def test_conv_transpose2d_native_matches_numpy(case):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+def _conv_gradcheck(x_shape: tuple, w_shape: tuple, **kw) -> bool:
+    x = dg.randn(*x_shape, dtype=dg.float64, requires_grad=True)
+    w = dg.randn(*w_shape, dtype=dg.float64, requires_grad=True)
+    b = dg.randn(w_shape[0], dtype=dg.float64, requires_grad=True)
+    return dg.autograd.gradcheck(lambda x, w, b: dg.nn.functional.conv2d(x, w, b, **kw),
+                                 (x, w, b))
+
+
 @needs_kernels
 def test_conv2d_native_passes_gradcheck():
-    x = dg.randn(2, 2, 9, 10, dtype=dg.float64, requires_grad=True)
-    w = dg.randn(5, 2, 3, 3, dtype=dg.float64, requires_grad=True)
-    b = dg.randn(5, dtype=dg.float64, requires_grad=True)
-    assert dg.autograd.gradcheck(
-        lambda x, w, b: dg.nn.functional.conv2d(x, w, b, padding=1), (x, w, b))
-    assert dg.autograd.gradcheck(
-        lambda x, w, b: dg.nn.functional.conv2d(x, w, b, stride=2, dilation=2), (x, w, b))
+    assert _conv_gradcheck((2, 2, 9, 10), (5, 2, 3, 3), padding=1)
+    assert _conv_gradcheck((2, 2, 9, 10), (5, 2, 3, 3), stride=2, dilation=2)
     # 8 output channels (a float64 vector) over rows of 9: lanes over channels forward, the
     # weight gradient's taps in registers
-    x = dg.randn(1, 2, 6, 11, dtype=dg.float64, requires_grad=True)
-    w = dg.randn(8, 2, 3, 3, dtype=dg.float64, requires_grad=True)
-    b = dg.randn(8, dtype=dg.float64, requires_grad=True)
-    assert dg.autograd.gradcheck(lambda x, w, b: dg.nn.functional.conv2d(x, w, b), (x, w, b))
+    assert _conv_gradcheck((1, 2, 6, 11), (8, 2, 3, 3))
 
 
 # ---- Winograd convolution (3x3, stride 1, 16 or more channels) -------------------------------
@@ -503,11 +503,7 @@ def test_winograd_applies_only_to_3x3_stride_1_with_channels(monkeypatch, case):
 
 @needs_kernels
 def test_winograd_passes_gradcheck():
-    x = dg.randn(1, 16, 4, 3, dtype=dg.float64, requires_grad=True)
-    w = dg.randn(16, 16, 3, 3, dtype=dg.float64, requires_grad=True)
-    b = dg.randn(16, dtype=dg.float64, requires_grad=True)
-    assert dg.autograd.gradcheck(
-        lambda x, w, b: dg.nn.functional.conv2d(x, w, b, padding=1), (x, w, b))
+    assert _conv_gradcheck((1, 16, 4, 3), (16, 16, 3, 3), padding=1)
 
 
 @needs_kernels

@@ -569,7 +569,6 @@ class LSTMLayer(_RecurrentLayer):
         kernel = kern.lstm_backward_step[dt]
         matmul = self.xp.matmul
         addr = _native.address
-
         pa, pc, ptc = _addresses(A, T), _addresses(C, T), _addresses(TC, T)
         pg = _view_addresses(gouts)
         gn, gj = gouts[0].strides[0] // it, gouts[0].strides[1] // it

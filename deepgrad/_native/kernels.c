@@ -40,13 +40,14 @@ static inline double flush_f64(double x) {
 typedef float vec_f32 __attribute__((vector_size(64)));
 typedef double vec_f64 __attribute__((vector_size(64)));
 
+/* integer lanes of the same width: bit masks and shuffle indices */
+typedef int32_t lanes_f32 __attribute__((vector_size(64)));
+typedef int64_t lanes_f64 __attribute__((vector_size(64)));
+
 /* dst[c * ds + r] = src[r * ss + c] for r < rows, c < cols: square tiles of one register's
  * lanes transposed in registers (GCC's two-source shuffles), the edges element by element.
  * The LSTM's output kernel (h of 256 x 32 floats, transposed into rows 64 KB apart) took
  * 11 us a step element by element, 6 us by tiles. */
-/* integer lanes of the same width: bit masks and shuffle indices */
-typedef int32_t lanes_f32 __attribute__((vector_size(64)));
-typedef int64_t lanes_f64 __attribute__((vector_size(64)));
 #if defined(__GNUC__) && !defined(__clang__)
 typedef float uvec_f32 __attribute__((vector_size(64), aligned(4)));
 typedef double uvec_f64 __attribute__((vector_size(64), aligned(8)));
@@ -301,7 +302,7 @@ KERNELS(double, f64)
 
 #define CONV_OB 8  /* output channels per register block */
 #define CONV_PX 12 /* output columns per register block with lanes over channels */
-#define WG_MAX_TAPS 25 /* taps held in registers by the weight gradient */
+#define MAX_TAPS 25 /* taps whose sums the weight-gradient kernels hold in registers */
 
 
 #define CONV_KERNELS(T, S, VL)                                                                  \
@@ -499,7 +500,7 @@ static inline __attribute__((always_inline)) void wgrad_taps_##S(               
         long Opad, long OH, long OW, long kh, long kw, T *restrict gw) {                        \
     for (long o0 = 0; o0 < Opad; o0 += VL)                                                      \
     for (long c = 0; c < C; c++) {                                                              \
-        vec_##S acc[WG_MAX_TAPS];                                                               \
+        vec_##S acc[MAX_TAPS];                                                                  \
         for (int t = 0; t < kh * kw; t++) acc[t] = (vec_##S){0};                                \
         for (long n = 0; n < N; n++)                                                            \
         for (long oy = 0; oy < OH; oy++) {                                                      \
@@ -580,13 +581,12 @@ void conv2d_weight_grad_##S(const T *restrict xp, long N, long C, long Hp, long 
 /* Weight gradient of a one-channel convolution (LeNet's first layer: 6 output channels, too
  * few for lanes over them), stride 1, no dilation, with lanes along the output rows:
  * gw[o, i, j] = sum over n, y, x of gy[n, o, y, x] * xq[n, y + i, x + j]. A register block
- * holds the kh*kw accumulators of one output channel (at most ROWS_MAX_TAPS) over all images
+ * holds the kh*kw accumulators of one output channel (at most MAX_TAPS) over all images
  * and rows; each is summed across its lanes at the end. gy (N, O, OH, OW) and xq, the padded
  * input (N, Hq, Wq) as the forward left it, followed by at least VL elements of slack: a row's
  * last, partial block of columns reads up to VL - 1 values past its row (masked off). Reading
  * both in place instead of re-laying them padded to whole vectors: LeNet's first layer at
- * batch 64 0.36 vs 0.49 ms. */
-#define ROWS_MAX_TAPS 25
+ * batch 64 0.30 vs 0.49 ms. */
 #define ROWS_R 4 /* output rows per block: each input vector loaded feeds up to 4 taps */
 #define WGRAD_ROWS(T, S, VL)                                                                    \
 /* rows [y0, y0 + R) of image n for output channel o, columns [x0, x0 + VL), into the tap    \
@@ -649,7 +649,7 @@ static inline __attribute__((always_inline)) void wgrad_rows_##S(               
     lanes_##S keep; /* the lanes of a last, partial column block that hold columns */          \
     for (int l = 0; l < VL; l++) keep[l] = l < OW % VL ? -1 : 0;                                \
     for (long o = 0; o < O; o++) {                                                              \
-        vec_##S acc[ROWS_MAX_TAPS];                                                             \
+        vec_##S acc[MAX_TAPS];                                                                  \
         for (long t = 0; t < taps; t++) acc[t] = (vec_##S){0};                                  \
         for (long n = 0; n < N; n++) {                                                          \
             long y = 0;                                                                         \

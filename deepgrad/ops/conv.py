@@ -502,7 +502,7 @@ def _native_weight_grad(kern, flat: np.ndarray, gy: np.ndarray, g: _Geom) -> np.
 
 
 # the one-channel weight gradient with lanes along the output rows keeps all its taps'
-# accumulators in registers (ROWS_MAX_TAPS in kernels.c). On LeNet's first layer (1-6 5x5 on
+# accumulators in registers (MAX_TAPS in kernels.c). On LeNet's first layer (1-6 5x5 on
 # 28x28 with padding 2), against patches and a GEMM, 2 threads, in-process A/B: lenet5 steps
 # 0.94x, lenet_modern_256 0.98x; the kernel alone 2.1 vs 3.2 ms at batch 256.
 _ROWS_MAX_TAPS = 25

@@ -11,8 +11,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q
-# Kept in step with the `oracle` extra in pyproject.toml.
+# Kept in step with the `oracle` and `mkl` extras in pyproject.toml.
 ORACLE ?= torch==2.13.0
+MKL ?= mkl>=2024
 DEMO ?= examples/mnist_demo.py
 THREADS ?= 2
 ARGS ?=
@@ -28,7 +29,7 @@ export DEEPGRAD_DATA
 demo: $(VENV)/.stamp-base
 	$(PY) $(DEMO)
 
-test: $(VENV)/.stamp-test $(VENV)/.stamp-oracle
+test: $(VENV)/.stamp-test $(VENV)/.stamp-oracle $(VENV)/.stamp-mkl
 	@$(PY) -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("torch") is None)' || \
 		echo 'WARNING: PyTorch is not installed; tests that use it as an oracle will be skipped.'
 	@# pytest exits 5 when it collects nothing; say so loudly but do not fail the run on it.
@@ -37,7 +38,7 @@ test: $(VENV)/.stamp-test $(VENV)/.stamp-oracle
 	if [ $$rc -eq 5 ]; then echo 'WARNING: pytest collected no tests.'; exit 0; fi; \
 	exit $$rc
 
-bench: $(VENV)/.stamp-bench $(VENV)/.stamp-oracle
+bench: $(VENV)/.stamp-bench $(VENV)/.stamp-oracle $(VENV)/.stamp-mkl
 	$(PY) benchmarks/run.py --threads $(THREADS) $(ARGS)
 
 $(PY):
@@ -61,6 +62,13 @@ $(VENV)/.stamp-bench: pyproject.toml | $(PY)
 $(VENV)/.stamp-oracle: pyproject.toml | $(PY)
 	$(PIP) install '$(ORACLE)' || \
 		echo 'WARNING: could not install $(ORACLE); oracle tests will be skipped.'
+	@touch $@
+
+# MKL is deepgrad's optional GEMM (deepgrad/_native/mkl.py); the tests check it against NumPy
+# and the benchmarks use it. Where it cannot be installed, deepgrad runs on NumPy's BLAS.
+$(VENV)/.stamp-mkl: pyproject.toml | $(PY)
+	$(PIP) install '$(MKL)' || \
+		echo 'WARNING: could not install $(MKL); GEMMs use NumPy and the MKL tests are skipped.'
 	@touch $@
 
 clean:

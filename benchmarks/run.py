@@ -355,7 +355,8 @@ def machine_line(record: dict) -> str:
             f"{blas.get('name') or 'BLAS'} {blas.get('version') or ''} and PyTorch; deepgrad "
             f"{v.get('deepgrad')}, NumPy {v.get('numpy')}, PyTorch {v.get('torch') or '-'}, "
             f"Python {m.get('python')}; deepgrad's native kernels "
-            f"{_native_state(record)}; {mode} run of {record.get('created_utc')}, "
+            f"{_native_state(record)}, its GEMMs {_gemm_state(record)}; {mode} run of "
+            f"{record.get('created_utc')}, "
             f"git {commit}. Median (min-max) over {reps_text} alternating repetitions per "
             f"library; ratio = deepgrad / PyTorch (below 1: deepgrad is faster).")
     return line.replace("  ", " ")
@@ -366,6 +367,13 @@ def _native_state(record: dict) -> str:
     if native is None:
         return "not recorded"
     return "on" if native.get("on") else "off"
+
+
+def _gemm_state(record: dict) -> str:
+    native = record.get("native") or {}
+    if "mkl_gemm" not in native:
+        return "through NumPy"
+    return "through MKL" if native["mkl_gemm"] else "through NumPy (MKL not in use)"
 
 
 def markdown(rows: list[list[str]]) -> str:
@@ -518,7 +526,10 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = (_dt.datetime.now(_dt.timezone.utc) - started).total_seconds()
     add_roofline(results, roofline)
     from deepgrad import _native  # built by the first workload that used a kernel, if any
-    native = {"on": _native.lib() is not None, "status": _native.status()}
+    from deepgrad._native import mkl
+
+    native = {"on": _native.lib() is not None, "status": _native.status(),
+              "mkl_gemm": mkl.available(), "mkl_status": mkl.status()}
 
     record = {
         "schema": SCHEMA,
@@ -541,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print()
     print(report(record, as_markdown=False))
-    print(f"\n{native['status']}")
+    print(f"\n{native['status']}\n{native['mkl_status']}")
     print(f"{len(results)} rows in {elapsed:.1f} s")
     if args.markdown:
         print()

@@ -59,6 +59,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .. import _native, backend
+from .._native import mkl
 from ..autograd.function import Function
 from ..tensor import Tensor
 from .shape import pad_widths
@@ -273,9 +274,9 @@ def _matmul_wide(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``a @ b`` into ``out`` for a (G, m, k) and a wide b (G, k, n)."""
     n = b.shape[-1]
     if a.shape[-2] >= 16 or n < 2 * _BLOCK:
-        return np.matmul(a, b, out=out)
+        return mkl.matmul(a, b, out=out)
     for s in range(0, n, _BLOCK):
-        np.matmul(a, b[..., s:s + _BLOCK], out=out[..., s:s + _BLOCK])
+        mkl.matmul(a, b[..., s:s + _BLOCK], out=out[..., s:s + _BLOCK])
     return out
 
 
@@ -283,10 +284,10 @@ def _matmul_long_nt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b^T`` for a (G, m, n), b (G, k, n) with a long reduction over n."""
     n = a.shape[-1]
     if min(a.shape[-2], b.shape[-2]) >= 16 or n < 2 * _BLOCK:
-        return np.matmul(a, b.transpose(0, 2, 1))
-    out = np.matmul(a[..., :_BLOCK], b[..., :_BLOCK].transpose(0, 2, 1))
+        return mkl.matmul(a, b.transpose(0, 2, 1))
+    out = mkl.matmul(a[..., :_BLOCK], b[..., :_BLOCK].transpose(0, 2, 1))
     for s in range(_BLOCK, n, _BLOCK):
-        out += np.matmul(a[..., s:s + _BLOCK], b[..., s:s + _BLOCK].transpose(0, 2, 1))
+        out += mkl.matmul(a[..., s:s + _BLOCK], b[..., s:s + _BLOCK].transpose(0, 2, 1))
     return out
 
 
@@ -322,7 +323,7 @@ def _grid_matmul(wmat: np.ndarray, taps: np.ndarray, out: np.ndarray) -> np.ndar
         n = min(B, m - s)
         cb = cols[:, :, :n]
         np.copyto(cb.reshape(taps.shape[:4] + (n,)), taps[..., s:s + n])
-        np.matmul(wmat, cb, out=out[:, :, s:s + n])
+        mkl.matmul(wmat, cb, out=out[:, :, s:s + n])
     _scratch.put(cols)
     return out
 
@@ -339,7 +340,7 @@ def _grid_matmul_nt(taps: np.ndarray, gy: np.ndarray) -> np.ndarray:
         n = min(B, m - s)
         cb = cols[:, :, :n]
         np.copyto(cb.reshape(taps.shape[:4] + (n,)), taps[..., s:s + n])
-        np.matmul(cb, gy[:, :, s:s + n].transpose(0, 2, 1), out=tmp)
+        mkl.matmul(cb, gy[:, :, s:s + n].transpose(0, 2, 1), out=tmp)
         acc += tmp
     _scratch.put(cols)
     return acc
@@ -724,7 +725,7 @@ def _conv_forward(x: np.ndarray, w: np.ndarray, b, g: _Geom, keep: bool):
         # one GEMM per image, batched inside NumPy, written straight into the (N, O, OH, OW)
         # output: no channels-first result to transpose afterwards
         y = backend.empty((g.N, g.O, g.OH, g.OW), x.dtype)
-        np.matmul(w2[0], cols[0].reshape(-1, g.N, P).transpose(1, 0, 2),
+        mkl.matmul(w2[0], cols[0].reshape(-1, g.N, P).transpose(1, 0, 2),
                   out=y.reshape(g.N, g.O, P))
         if b is not None:
             np.add(y, b.reshape(g.O, 1, 1), out=y)
@@ -827,7 +828,7 @@ def _weight_grad_from_cols(cols: np.ndarray, gy: np.ndarray) -> np.ndarray:
     K = cols.shape[0]
     P = gy.shape[2] * gy.shape[3]
     if P >= _PER_IMAGE_MIN_P_W and n * K * o * gy.itemsize <= _PER_IMAGE_MAX_BYTES:
-        part = np.matmul(cols.reshape(K, n, P).transpose(1, 0, 2),
+        part = mkl.matmul(cols.reshape(K, n, P).transpose(1, 0, 2),
                          gy.reshape(n, o, P).transpose(0, 2, 1))  # (n, K, O)
         return part.sum(axis=0)
     gyc = _scratch.get((o, n * P), gy.dtype)
@@ -873,7 +874,7 @@ def _conv_backward_numpy(gy: np.ndarray, w: np.ndarray, saved, g: _Geom, need_x:
             gw = _grid_matmul_nt(_grid_taps(saved, 0, 1, g), gyg[:, :, lead:])  # (G, K, Og)
         elif w_per_image:
             cols = saved if saved.ndim == 3 else _im2col(saved, g)
-            part = np.matmul(cols[0].reshape(K, g.N, P).transpose(1, 0, 2),
+            part = mkl.matmul(cols[0].reshape(K, g.N, P).transpose(1, 0, 2),
                              gy.reshape(g.N, g.O, P).transpose(0, 2, 1))  # (N, K, O)
             gw = part.sum(axis=0)[None]
             if cols is not saved:
@@ -903,7 +904,7 @@ def _conv_backward_numpy(gy: np.ndarray, w: np.ndarray, saved, g: _Geom, need_x:
             for s in range(0, m, B):
                 n = min(B, m - s)
                 gb = gcols[:, :, :n]
-                np.matmul(wt, gyg[:, :, s:s + n], out=gb)
+                mkl.matmul(wt, gyg[:, :, s:s + n], out=gb)
                 gc = gb.reshape(g.C, kk, n)
                 for t, off in enumerate(offs):
                     gbuf[:, s + off:s + off + n] += gc[:, t]

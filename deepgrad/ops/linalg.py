@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._native.mkl import matmul as gemm
 from ..autograd.function import Function
 from ..tensor import Tensor
 from .elementwise import _operands
@@ -12,7 +13,7 @@ class MatMul(Function):
     def forward(self, a, b):
         self.a = a
         self.b = b
-        return a @ b
+        return gemm(a, b)
 
     def backward(self, grad):
         a, b = self.a, self.b
@@ -34,9 +35,9 @@ class MatMul(Function):
         else:
             # batch dims that were broadcast are summed away by the engine
             if na:
-                ga = grad @ np.swapaxes(b, -1, -2)
+                ga = gemm(grad, np.swapaxes(b, -1, -2))
             if nb:
-                gb = np.swapaxes(a, -1, -2) @ grad
+                gb = gemm(np.swapaxes(a, -1, -2), grad)
         return ga, gb
 
 
@@ -87,9 +88,9 @@ class Linear(Function):
         self.w = w
         if x.ndim > 2:
             # one GEMM over all leading dims: matmul on a 3-d array runs one small GEMM per row
-            y = (x.reshape(-1, x.shape[-1]) @ w.T).reshape(x.shape[:-1] + (w.shape[0],))
+            y = gemm(x.reshape(-1, x.shape[-1]), w.T).reshape(x.shape[:-1] + (w.shape[0],))
         else:
-            y = x @ w.T
+            y = gemm(x, w.T)
         if b is not None:
             y += b
         return y
@@ -98,10 +99,10 @@ class Linear(Function):
         nx, nw, nb = self.needs_input_grad
         x, w = self.x, self.w
         g2 = grad.reshape(-1, grad.shape[-1])
-        gx = (g2 @ w).reshape(x.shape) if nx else None
+        gx = gemm(g2, w).reshape(x.shape) if nx else None
         gw = gb = None
         if nw:
-            gw = g2.T @ x.reshape(-1, x.shape[-1])
+            gw = gemm(g2.T, x.reshape(-1, x.shape[-1]))
         if nb:
             gb = g2.sum(axis=0)
         return gx, gw, gb

@@ -20,11 +20,17 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _native, backend
+from .._native import mkl
 from ..autograd.function import Function
 from ..random import _generator
 from ..tensor import Tensor
 
 __all__: list = []
+
+
+def _matmul(xp):
+    """``matmul(a, b, out=...)`` for arrays of ``xp``: MKL's GEMM where it serves NumPy arrays."""
+    return mkl.matmul if xp is np else xp.matmul
 
 
 def _empty(xp, shape: tuple, dt):
@@ -346,7 +352,7 @@ class _RecurrentLayer(Function):
     def _input_grad(self, w, dz):
         """``w.T @ dz``: the input grad ``(I, T*N)`` of one direction."""
         out = _empty(self.xp, (w.shape[1], dz.shape[1]), dz.dtype)
-        return self.xp.matmul(w.T, dz, out=out)
+        return _matmul(self.xp)(w.T, dz, out=out)
 
 
 class LSTMLayer(_RecurrentLayer):
@@ -395,7 +401,7 @@ class LSTMLayer(_RecurrentLayer):
         step = -1 if reverse else 1
         h_prev = HP[order[0]]
         c_prev = c_init
-        matmul, add, mul, tanh, copyto = xp.matmul, xp.add, xp.multiply, xp.tanh, xp.copyto
+        matmul, add, mul, tanh, copyto = _matmul(xp), xp.add, xp.multiply, xp.tanh, xp.copyto
         for t in order:
             a = A[t]
             matmul(w, h_prev, out=a)
@@ -439,7 +445,7 @@ class LSTMLayer(_RecurrentLayer):
         po = _view_addresses(outs)
         out_sn = outs[0].strides[0] // outs[0].itemsize
         osz = hn_ * A[0].itemsize  # bytes of one gate block
-        matmul, tanh = xp.matmul, xp.tanh
+        matmul, tanh = _matmul(xp), xp.tanh
         h_prev = HP[order[0]]
         pc_prev = addr(c_init)
         p_last = addr(h_last)
@@ -491,7 +497,7 @@ class LSTMLayer(_RecurrentLayer):
         g_ih = g_hh = gb_ih = gb_hh = None
         if need_w:
             # [grad w_hh | grad w_ih | grad b] in one GEMM, rows back to (i, f, g, o)
-            dw = xp.matmul(dz, hx.T, out=_empty(xp, (H4, hx.shape[0]), dt))
+            dw = _matmul(xp)(dz, hx.T, out=_empty(xp, (H4, hx.shape[0]), dt))
             if needs_w[0]:
                 g_ih = xp.empty((H4, I), dt)
                 _swap_go(g_ih, dw[:, H:H + I], H)
@@ -525,7 +531,7 @@ class LSTMLayer(_RecurrentLayer):
         q2 = _empty(xp, (H2, N), dt)
         sd = _empty(xp, (H3, N), dt)
         step = -1 if reverse else 1
-        matmul, add, sub, mul = xp.matmul, xp.add, xp.subtract, xp.multiply
+        matmul, add, sub, mul = _matmul(xp), xp.add, xp.subtract, xp.multiply
         # the grads of the gate pre-activations overwrite the activations, block by block
         for t in self._order(T, reverse, True):
             a = A[t]
@@ -567,7 +573,7 @@ class LSTMLayer(_RecurrentLayer):
         dt = c_init.dtype
         it = dt.itemsize
         kernel = kern.lstm_backward_step[dt]
-        matmul = self.xp.matmul
+        matmul = _matmul(self.xp)
         addr = _native.address
         pa, pc, ptc = _addresses(A, T), _addresses(C, T), _addresses(TC, T)
         pg = _view_addresses(gouts)
@@ -618,13 +624,13 @@ class GRULayer(_RecurrentLayer):
         order = self._order(T, reverse, False)
         HP = self._states(T, H, N, xcols, bias, h0, order[0])
         A = _empty(xp, (T, H4, N), dt)
-        xp.matmul(wn, HP[:, H:], out=A[:, H3:])
+        _matmul(xp)(wn, HP[:, H:], out=A[:, H3:])
         q = _empty(xp, (H, N), dt)
         h_last = _empty(xp, (H, N), dt)
         step = -1 if reverse else 1
         h_prev = HP[order[0]]
         hx = _ToColumns(xp, HP, reverse) if self.need_hx else None
-        matmul, add, sub, mul, tanh, copyto = (xp.matmul, xp.add, xp.subtract, xp.multiply,
+        matmul, add, sub, mul, tanh, copyto = (_matmul(xp), xp.add, xp.subtract, xp.multiply,
                                                xp.tanh, xp.copyto)
         for t in order:
             a = A[t]
@@ -674,7 +680,7 @@ class GRULayer(_RecurrentLayer):
         rec = _empty(xp, (H, N), dt)
         flush = _Flush(xp, rec)
         dh_rec = ghn.T
-        matmul, add, sub, mul = xp.matmul, xp.add, xp.subtract, xp.multiply
+        matmul, add, sub, mul = _matmul(xp), xp.add, xp.subtract, xp.multiply
         # rows become the grads of (W_hn h + b_hn, r, z, n): rows :3H are the hidden side's in
         # the order (n, r, z), rows H: the input side's in PyTorch's order (r, z, n)
         dzs = _ToColumns(xp, A, not reverse)
@@ -712,11 +718,11 @@ class GRULayer(_RecurrentLayer):
         g_ih = g_hh = gb_ih = gb_hh = None
         if need_w:
             if needs_w[1]:  # rows (n, r, z) -> (r, z, n)
-                dwh = xp.matmul(dzs[:H3], hx[:H].T, out=_empty(xp, (H3, H), dt))
+                dwh = _matmul(xp)(dzs[:H3], hx[:H].T, out=_empty(xp, (H3, H), dt))
                 g_hh = xp.concatenate([dwh[H:], dwh[:H]])
             if needs_w[0] or (bias and (needs_w[2] or needs_w[3])):
                 # [grad w_ih | grad b_ih], rows (r, z, n)
-                dwi = xp.matmul(dzs[H:], hx[H:].T, out=_empty(xp, (H3, hx.shape[0] - H), dt))
+                dwi = _matmul(xp)(dzs[H:], hx[H:].T, out=_empty(xp, (H3, hx.shape[0] - H), dt))
                 if needs_w[0]:
                     g_ih = dwi[:, :I].copy()
                 if bias and needs_w[2]:
@@ -749,7 +755,7 @@ class RNNLayer(_RecurrentLayer):
         step = -1 if reverse else 1
         h_prev = HP[order[0]]
         hx = _ToColumns(xp, HP, reverse) if self.need_hx else None
-        matmul, copyto, tanh = xp.matmul, xp.copyto, xp.tanh
+        matmul, copyto, tanh = _matmul(xp), xp.copyto, xp.tanh
         relu = self.relu
         for t in order:
             matmul(w, h_prev, out=tmp)
@@ -786,7 +792,7 @@ class RNNLayer(_RecurrentLayer):
         dh_rec = ghn.T
         whT = w_hh.T
         step = -1 if reverse else 1
-        matmul, add, sub, mul = xp.matmul, xp.add, xp.subtract, xp.multiply
+        matmul, add, sub, mul = _matmul(xp), xp.add, xp.subtract, xp.multiply
         dz = _ToColumns(xp, A, not reverse)
         for t in self._order(T, reverse, True):
             add(dh_rec, gouts[t].T, out=dh)
@@ -808,7 +814,7 @@ class RNNLayer(_RecurrentLayer):
         need_w = True in needs_w
         g_ih = g_hh = gb_ih = gb_hh = None
         if need_w:
-            dw = xp.matmul(dz, hx.T, out=_empty(xp, (H, hx.shape[0]), dt))  # [w_hh | w_ih | b]
+            dw = _matmul(xp)(dz, hx.T, out=_empty(xp, (H, hx.shape[0]), dt))  # [w_hh | w_ih | b]
             if needs_w[0]:
                 g_ih = dw[:, H:H + I].copy()
             if needs_w[1]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._native.mkl import addmm
 from .._native.mkl import matmul as gemm
 from ..autograd.function import Function
 from ..tensor import Tensor
@@ -86,14 +87,10 @@ class Linear(Function):
     def forward(self, x, w, b):
         self.x = x
         self.w = w
-        if x.ndim > 2:
-            # one GEMM over all leading dims: matmul on a 3-d array runs one small GEMM per row
-            y = gemm(x.reshape(-1, x.shape[-1]), w.T).reshape(x.shape[:-1] + (w.shape[0],))
-        else:
-            y = gemm(x, w.T)
-        if b is not None:
-            y += b
-        return y
+        # one GEMM over all leading dims: matmul on a 3-d array runs one small GEMM per row
+        x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x
+        y = gemm(x2, w.T) if b is None else addmm(b, x2, w.T)
+        return y.reshape(x.shape[:-1] + (w.shape[0],)) if x.ndim > 2 else y
 
     def backward(self, grad):
         nx, nw, nb = self.needs_input_grad

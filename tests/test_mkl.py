@@ -46,7 +46,8 @@ class _Count:
 
 @needs_mkl
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(64, 96, 80), (1, 300, 200), (300, 200, 1), (130, 1, 257)])
+@pytest.mark.parametrize("shape", [(64, 96, 80), (1, 1000, 300), (1000, 300, 1),
+                                   (1100, 1, 257)])
 def test_every_layout_matches_numpy(dt, shape, monkeypatch):
     m, k, n = shape
     rng = np.random.default_rng(1)
@@ -219,8 +220,8 @@ def test_models_train_alike_with_and_without_mkl(train, monkeypatch):
 @pytest.mark.parametrize("case", ["both", "a2", "b2", "views"])
 def test_stacks_of_products(case, monkeypatch):
     rng = np.random.default_rng(4)
-    a = rng.standard_normal((3, 48, 64)).astype(np.float32)
-    b = rng.standard_normal((3, 64, 40)).astype(np.float32)
+    a = rng.standard_normal((3, 96, 64)).astype(np.float32)
+    b = rng.standard_normal((3, 64, 48)).astype(np.float32)
     if case == "a2":
         a = a[0]
     elif case == "b2":
@@ -238,7 +239,7 @@ def test_stacks_of_products(case, monkeypatch):
     assert count.calls == 2 * 3
     # stacks that do not line up are NumPy's to reject
     with pytest.raises(ValueError):
-        mkl.matmul(np.ones((2, 48, 64), np.float32), np.ones((3, 64, 40), np.float32))
+        mkl.matmul(np.ones((2, 96, 64), np.float32), np.ones((3, 64, 48), np.float32))
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
@@ -256,3 +257,23 @@ def test_addmm_adds_the_bias_row(dt, monkeypatch):
     np.testing.assert_array_equal(got, (a @ w.T) + bias)  # NumPy's path: bit for bit as before
     # a 1-d input (Linear on one sample) goes to NumPy
     np.testing.assert_allclose(mkl.addmm(bias, a[0], w.T), want[0], **TOL[dt])
+
+
+@needs_mkl
+def test_prepared_product_runs_at_other_addresses():
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((128, 70)).astype(np.float32)
+    cols = rng.standard_normal((70, 5 * 32)).astype(np.float32)  # 5 blocks of 32 columns
+    out = np.zeros((5, 128, 32), np.float32)
+    run = mkl.prepared(w.T.copy().T, cols[:, :32], out[0])
+    assert run is not None
+    wf = np.asfortranarray(w)
+    for t in range(5):
+        run(wf.ctypes.data, cols[:, t * 32:].ctypes.data, out[t].ctypes.data)
+    for t in range(5):
+        np.testing.assert_allclose(out[t], w @ cols[:, t * 32:(t + 1) * 32], rtol=1e-4,
+                                   atol=1e-4)
+    # operands BLAS cannot describe, or MKL turned off: no plan
+    assert mkl.prepared(w, np.repeat(cols, 2, axis=1)[:, :64:2], out[0]) is None
+    with mkl.enabled(False):
+        assert mkl.prepared(w, cols[:, :32], out[0]) is None

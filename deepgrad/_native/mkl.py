@@ -10,8 +10,8 @@ code did.
 When the ``mkl`` package is installed (``pip install deepgrad[mkl]``), :func:`matmul` hands 2-d
 float32 and float64 products to MKL's ``cblas_?gemm`` through ctypes. Otherwise it hands them to
 NumPy. Tiny products always go to NumPy: there the foreign call costs more than the arithmetic.
-Nothing is loaded at ``import deepgrad``. The first product large enough loads MKL, which takes
-about 0.1 s.
+Nothing is loaded at ``import deepgrad``. The first product large enough loads MKL, which took
+0.15 s here with the files in the page cache, about 0.5 s without.
 
 MKL sums in its own order, so its results equal NumPy's to rounding, not bit for bit. Both
 libraries give the same bits on every run of one machine at one thread count: MKL's conditional
@@ -35,11 +35,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["matmul", "addmm", "status", "enabled", "available"]
+__all__ = ["matmul", "addmm", "prepared", "status", "enabled", "available"]
 
-# Below this many multiply-adds (m*n*k) NumPy's own call is cheaper than a ctypes call with
-# fourteen arguments (about 2 us). The XOR net's 4x2x8 products stay in NumPy.
-MIN_MACS = 32768
+# Products of fewer multiply-adds (m*n*k) stay with NumPy. OpenBLAS runs them on one thread (its
+# threshold is 4 x 65536), so its worker threads never wake to spin beside MKL's, and NumPy's
+# call costs about 3 us against about 12 us for this module's (checks, addresses, ctypes).
+MIN_MACS = 4 * 65536
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _CBWR_AUTO = 1
@@ -47,6 +48,7 @@ _LAYER_NAMES = {0: "Intel OpenMP", 1: "sequential", 3: "GNU OpenMP", 4: "TBB"}
 _INT_MAX = 2**31 - 1  # the LP64 interface's dimensions are C ints
 _LAYER_INTEL, _LAYER_SEQUENTIAL, _LAYER_GNU, _LAYER_TBB = 0, 1, 3, 4
 
+_char = ctypes.c_char
 _lock = threading.Lock()
 _mode = os.environ.get("DEEPGRAD_BLAS", "auto").strip().lower() or "auto"
 _state: dict[str, Any] = {"gemm": None, "tried": False, "reason": "not loaded yet",
@@ -214,9 +216,17 @@ def _operand(x: np.ndarray, rows: int, cols: int, isz: int):
     return None
 
 
+def _out_ld(out: np.ndarray, m: int, n: int, isz: int) -> int | None:
+    """The leading dimension of a row-major output ``out`` (m, n), or None."""
+    s0, s1 = out.strides
+    ldc = s0 // isz if m > 1 else n
+    if (s1 != isz and n > 1) or s0 % isz or ldc < n or ldc > _INT_MAX:
+        return None
+    return ldc
+
+
 def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None, beta: float = 0.0):
     """``a @ b`` through MKL (plus ``beta * out``), or None when the operands do not suit it."""
-    fn = _state["gemm"][a.dtype]
     isz = a.itemsize
     m, k = a.shape
     n = b.shape[1]
@@ -226,17 +236,56 @@ def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None, beta: float = 0.
         return None
     if out is None:
         out = np.empty((m, n), a.dtype)
-        ldc = n
+        ldc: int | None = n
     else:
-        s0, s1 = out.strides
-        ldc = s0 // isz if m > 1 else n
-        if (s1 != isz and n > 1) or s0 % isz or ldc < n or ldc > _INT_MAX \
-                or np.may_share_memory(out, a) \
-                or np.may_share_memory(out, b):
+        ldc = _out_ld(out, m, n, isz)
+        if ldc is None or np.may_share_memory(out, a) or np.may_share_memory(out, b):
             return None
-    fn(_ROW_MAJOR, la[0], lb[0], m, n, k, 1.0, a.ctypes.data, la[1], b.ctypes.data, lb[1], beta,
-       out.ctypes.data, ldc)
+    _state["gemm"][a.dtype](_ROW_MAJOR, la[0], lb[0], m, n, k, 1.0, _address(a), la[1],
+                            _address(b), lb[1], beta, _address(out), ldc)
     return out
+
+
+def _address(x: np.ndarray) -> int:
+    """The address of ``x[0, 0]``: through the buffer protocol of ``x`` or of its transpose
+    (the same first element) when either is contiguous, which takes half the time of
+    ``x.ctypes.data``; three of those were a quarter of a small product's call."""
+    try:
+        return ctypes.addressof(_char.from_buffer(x))  # type: ignore[arg-type]
+    except (TypeError, ValueError, BufferError):
+        pass
+    try:
+        return ctypes.addressof(_char.from_buffer(x.T))  # type: ignore[arg-type]
+    except (TypeError, ValueError, BufferError):
+        return x.ctypes.data
+
+
+def prepared(a: np.ndarray, b: np.ndarray, out: np.ndarray):
+    """For a loop that repeats one product shape, as the recurrent layers' time steps do: a
+    function ``run(pa, pb, pc)`` that computes ``a @ b`` into ``out`` for operands at the
+    addresses given, laid out as these are (same shapes and strides), or None when MKL is not
+    in use or they do not suit it. A call then costs the foreign call alone: checking
+    operands and asking NumPy for addresses took about 14 of the 19 us of a small product's
+    ``matmul``. The caller answers for the addresses, and for ``out`` not overlapping the
+    operands."""
+    if not (_suits(a, b) and a.ndim == 2 and b.ndim == 2 and out.dtype == a.dtype
+            and out.shape == (a.shape[0], b.shape[1])):
+        return None
+    isz = a.itemsize
+    m, k = a.shape
+    n = b.shape[1]
+    la = _operand(a, m, k, isz)
+    lb = _operand(b, k, n, isz)
+    ldc = _out_ld(out, m, n, isz)
+    if la is None or lb is None or ldc is None or max(m, n, k, la[1], lb[1]) > _INT_MAX:
+        return None
+    fn = _state["gemm"][a.dtype]
+    ta, lda, tb, ldb = la[0], la[1], lb[0], lb[1]
+
+    def run(pa: int, pb: int, pc: int) -> None:
+        fn(_ROW_MAJOR, ta, tb, m, n, k, 1.0, pa, lda, pb, ldb, 0.0, pc, ldc)
+
+    return run
 
 
 def _suits(a: np.ndarray, b: np.ndarray) -> bool:

@@ -450,9 +450,14 @@ class LSTMLayer(_RecurrentLayer):
         pc_prev = addr(c_init)
         p_last = addr(h_last)
         c = c_init
+        gemm = mkl.prepared(w, h_prev, A[order[0]]) if xp is np else None
+        pw = addr(w)
         for t in order:
             a = A[t]
-            matmul(w, h_prev, out=a)
+            if gemm is None:
+                matmul(w, h_prev, out=a)
+            else:
+                gemm(pw, ph[t], pa[t])  # ph[t] is HP[t]: h_prev
             tanh(a, out=a)
             gates(pa[t], pc_prev, pc[t], hn_)
             c = C[t]
@@ -584,11 +589,16 @@ class LSTMLayer(_RecurrentLayer):
         # the first step reads the grad of h_n, (N, H), as the incoming (H, N) carry
         src, rj, rn, first = addr(ghn), ghn.strides[1] // it, ghn.strides[0] // it, 1
         step = -1 if reverse else 1
+        gemm = mkl.prepared(whT, A[0], rec) if self.xp is np else None
+        p_wht = addr(whT)
         for t in self._order(T, reverse, True):
             pt = t - step
             kernel(pa[t], ptc[t], pc[pt] if 0 <= pt < T else p_init, src, rj, rn, pg[t], gn, gj,
                    p_dc, p_dh, H, N, 1 - first)
-            matmul(whT, A[t], out=rec)
+            if gemm is None:
+                matmul(whT, A[t], out=rec)
+            else:
+                gemm(p_wht, pa[t], p_rec)
             src, rj, rn, first = p_rec, N, 1, 0
             dz.done(t)
 

@@ -33,6 +33,20 @@ def _matmul(xp):
     return mkl.matmul if xp is np else xp.matmul
 
 
+def _step_product(xp, a, bs, outs):
+    """``f(t)``: ``a @ bs[t]`` into ``outs[t]``, for a loop over time steps whose operands
+    ``bs[t]`` and ``outs[t]`` are blocks of one stack (or one array repeated). Through a
+    prepared MKL product where there is one: the foreign call alone, with every step's
+    addresses worked out once."""
+    run = mkl.prepared(a, bs[0], outs[0]) if xp is np else None
+    if run is None:
+        matmul = _matmul(xp)
+        return lambda t: matmul(a, bs[t], out=outs[t])
+    T = len(bs)
+    pa, pb, po = _native.address(a), _addresses(bs, T), _addresses(outs, T)
+    return lambda t: run(pa, pb[t], po[t])
+
+
 def _empty(xp, shape: tuple, dt):
     """An uninitialised array from the shared workspace (``backend.empty``): reused memory, so
     no page faults per step, starting on a 64-byte boundary, since NumPy aligns to 16 bytes only
@@ -640,11 +654,11 @@ class GRULayer(_RecurrentLayer):
         step = -1 if reverse else 1
         h_prev = HP[order[0]]
         hx = _ToColumns(xp, HP, reverse) if self.need_hx else None
-        matmul, add, sub, mul, tanh, copyto = (_matmul(xp), xp.add, xp.subtract, xp.multiply,
-                                               xp.tanh, xp.copyto)
+        add, sub, mul, tanh, copyto = xp.add, xp.subtract, xp.multiply, xp.tanh, xp.copyto
+        gates = _step_product(xp, w, HP, A[:, :H3])
         for t in order:
             a = A[t]
-            matmul(w, h_prev, out=a[:H3])
+            gates(t)  # w @ h_prev
             rz = a[H:H3]
             tanh(rz, out=rz)
             mul(rz, 0.5, out=rz)
@@ -690,10 +704,11 @@ class GRULayer(_RecurrentLayer):
         rec = _empty(xp, (H, N), dt)
         flush = _Flush(xp, rec)
         dh_rec = ghn.T
-        matmul, add, sub, mul = _matmul(xp), xp.add, xp.subtract, xp.multiply
+        add, sub, mul = xp.add, xp.subtract, xp.multiply
         # rows become the grads of (W_hn h + b_hn, r, z, n): rows :3H are the hidden side's in
         # the order (n, r, z), rows H: the input side's in PyTorch's order (r, z, n)
         dzs = _ToColumns(xp, A, not reverse)
+        recurrent = _step_product(xp, whT, A[:, :H3], [rec] * len(A))
         for t in self._order(T, reverse, True):
             a = A[t]
             ghn_t = a[:H]
@@ -718,7 +733,7 @@ class GRULayer(_RecurrentLayer):
             mul(n, ghn_t, out=q)
             mul(n, r, out=ghn_t)
             mul(q, sd[:H], out=r)
-            matmul(whT, a[:H3], out=rec)
+            recurrent(t)  # whT @ a[:H3] into rec
             add(rec, dz, out=rec)
             flush()
             dh_rec = rec
@@ -765,10 +780,11 @@ class RNNLayer(_RecurrentLayer):
         step = -1 if reverse else 1
         h_prev = HP[order[0]]
         hx = _ToColumns(xp, HP, reverse) if self.need_hx else None
-        matmul, copyto, tanh = _matmul(xp), xp.copyto, xp.tanh
+        copyto, tanh = xp.copyto, xp.tanh
         relu = self.relu
+        product = _step_product(xp, w, HP, [tmp] * T)
         for t in order:
-            matmul(w, h_prev, out=tmp)
+            product(t)  # w @ h_prev into tmp
             nt = t + step
             if 0 <= nt < T:
                 h_prev = HP[nt]
@@ -802,8 +818,9 @@ class RNNLayer(_RecurrentLayer):
         dh_rec = ghn.T
         whT = w_hh.T
         step = -1 if reverse else 1
-        matmul, add, sub, mul = _matmul(xp), xp.add, xp.subtract, xp.multiply
+        add, sub, mul = xp.add, xp.subtract, xp.multiply
         dz = _ToColumns(xp, A, not reverse)
+        recurrent = _step_product(xp, whT, A, [rec] * T)
         for t in self._order(T, reverse, True):
             add(dh_rec, gouts[t].T, out=dh)
             nt = t + step
@@ -816,7 +833,7 @@ class RNNLayer(_RecurrentLayer):
                 mul(dh, h, out=q)
                 mul(q, h, out=q)
                 sub(dh, q, out=z)  # dh * (1 - h^2)
-            matmul(whT, z, out=rec)
+            recurrent(t)  # whT @ z into rec
             flush()
             dh_rec = rec
             dz.done(t)

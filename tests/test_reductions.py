@@ -221,23 +221,25 @@ def test_sum_and_mean_grads_are_broadcast_views_until_a_leaf_owns_them():
     from deepgrad.ops.reduce import Mean, Sum
 
     for op in (Sum(), Mean()):
-        op.forward(np.ones((3, 4), np.float32), (0, 1), False)
+        op.forward(np.ones((64, 64), np.float32), (0, 1), False)
         view = op.backward(np.float32(1.0))[0]
-        assert view.shape == (3, 4) and view.strides == (0, 0) and not view.flags.writeable
-    x = dg.tensor(np.arange(12, dtype=np.float32).reshape(3, 4), requires_grad=True)
+        assert view.shape == (64, 64) and view.strides == (0, 0) and not view.flags.writeable
+        op.forward(np.ones((3, 4), np.float32), (0, 1), False)  # small: a dense copy
+        assert op.backward(np.float32(1.0))[0].flags.c_contiguous
+    x = dg.tensor(np.arange(8192, dtype=np.float32).reshape(64, 128), requires_grad=True)
     for loss in (lambda t: t.sum(), lambda t: t.mean(), lambda t: t.sum(dim=0)):
         x.grad = None
         out = loss(x)
         out.backward(dg.ones(out.shape))
         gx = x.grad.numpy()
-        assert gx.flags.writeable and gx.flags.c_contiguous and gx.strides == (16, 4)
+        assert gx.flags.writeable and gx.flags.c_contiguous and gx.strides == (512, 4)
         gx += 1  # the leaf owns it
     x.grad = None
     x.sum().backward()
     x.sum().backward()  # accumulates into the leaf's own array
-    np.testing.assert_array_equal(x.grad.numpy(), np.full((3, 4), 2, np.float32))
+    np.testing.assert_array_equal(x.grad.numpy(), np.full((64, 128), 2, np.float32))
     h = x * 3
     h.retain_grad()
     h.mean().backward()
     assert h.grad.numpy().flags.writeable
-    np.testing.assert_allclose(h.grad.numpy(), np.full((3, 4), 1 / 12, np.float32))
+    np.testing.assert_allclose(h.grad.numpy(), np.full((64, 128), 1 / 8192, np.float32))

@@ -1,9 +1,9 @@
 """Reductions: sum, mean, var/std, max/min, logsumexp, prod, argmax/argmin."""
 from __future__ import annotations
 
-from collections import namedtuple
-
 import builtins
+import math
+from collections import namedtuple
 
 import numpy as np
 
@@ -40,12 +40,21 @@ def _expand_grad(grad, x_shape, axes, keepdim):
     return grad
 
 
+# Below this many elements a dense copy is cheaper than building a broadcast view (NumPy
+# builds one in Python, about 5 us) and keeps the next op on its fast paths.
+_VIEW_MIN = 4096
+
+
 def _spread(grad, shape):
-    """``grad`` broadcast to ``shape`` as a read-only view: every element of the input gets
-    the same gradient, so nothing needs writing. The next backward reads the view (a
-    multiply reads it from cache) and the engine copies a view before it becomes a leaf's
-    ``.grad``; writing out a full array here took 1.2 of conv_layer's 53 ms."""
-    return np.broadcast_to(grad, shape)
+    """``grad`` broadcast to ``shape``. For large shapes a read-only view: every element of the
+    input gets the same gradient, so nothing needs writing; the next backward reads the view
+    (a multiply reads it from cache) and the engine copies a view before it becomes a leaf's
+    ``.grad``. Writing out a full array took 1.2 of conv_layer's 53 ms."""
+    if math.prod(shape) >= _VIEW_MIN:
+        return np.broadcast_to(grad, shape)
+    out = np.empty(shape, grad.dtype)
+    np.copyto(out, grad)
+    return out
 
 
 class Sum(Function):

@@ -20,6 +20,7 @@ import datetime as _dt
 import json
 import math
 import os
+import re
 import sys
 import time
 import traceback
@@ -373,7 +374,10 @@ def _gemm_state(record: dict) -> str:
     native = record.get("native") or {}
     if "mkl_gemm" not in native:
         return "through NumPy"
-    return "through MKL" if native["mkl_gemm"] else "through NumPy (MKL not in use)"
+    if not native["mkl_gemm"]:
+        return "through NumPy (MKL not in use)"
+    version = re.search(r"Version (\S+)", native.get("mkl_status") or "")
+    return f"through MKL {version.group(1)}" if version else "through MKL"
 
 
 def markdown(rows: list[list[str]]) -> str:

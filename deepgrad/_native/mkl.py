@@ -160,7 +160,11 @@ def _load() -> None:
             errors.append(f"{path}: {e}")
             continue
         _state["gemm"] = table
-        _state["reason"] = f"loaded {path}, {n} thread(s), " + (
+        version = ctypes.create_string_buffer(256)
+        with contextlib.suppress(AttributeError):
+            cdll.MKL_Get_Version_String(version, len(version))
+        name = version.value.decode(errors="replace") or "MKL"
+        _state["reason"] = f"{name}, loaded {path}, {n} thread(s), " + (
             f"MKL_THREADING_LAYER={os.environ['MKL_THREADING_LAYER']}" if layer is None
             else f"{_LAYER_NAMES[layer]} layer")
         if not _self_test():

@@ -81,6 +81,8 @@ def test_quick_run_record_has_every_field(quick_run):
         assert key in record, key
     assert record["threads"]["requested"] == 1
     assert record["threads"]["env"]["OPENBLAS_NUM_THREADS"] == "1"
+    assert isinstance(record["native"]["mkl_gemm"], bool)
+    assert record["native"]["mkl_status"].startswith("MKL GEMM: ")
     assert record["machine"]["logical_cpus"] >= 1
     assert record["roofline"]["peak_gflops"] > 0
     rows = {r["workload"]: r for r in record["results"]}
@@ -123,6 +125,19 @@ def test_readme_table_is_replaced_only_between_the_markers(quick_run, tmp_path):
     # a second update replaces the first instead of adding to it
     run.update_readme(readme, json.loads(out.read_text()))
     assert readme.read_text() == text
+
+
+def test_machine_line_says_which_blas_did_deepgrads_gemms():
+    base = {"machine": {}, "threads": {"requested": 2}, "versions": {}, "results": []}
+    line = run.machine_line({**base, "native": {"on": True, "mkl_gemm": True, "mkl_status":
+                                                "MKL GEMM: on: Intel(R) oneAPI Math Kernel "
+                                                "Library Version 2026.2-Product Build 1"}})
+    assert "native kernels on, its GEMMs through MKL 2026.2-Product;" in line
+    line = run.machine_line({**base, "native": {"on": True, "mkl_gemm": False,
+                                                "mkl_status": "MKL GEMM: off"}})
+    assert "its GEMMs through NumPy (MKL not in use);" in line
+    # records from before MKL: their GEMMs went through NumPy
+    assert "its GEMMs through NumPy;" in run.machine_line({**base, "native": {"on": False}})
 
 
 def test_readme_without_markers_is_an_error(tmp_path):

@@ -726,7 +726,7 @@ def _conv_forward(x: np.ndarray, w: np.ndarray, b, g: _Geom, keep: bool):
         # output: no channels-first result to transpose afterwards
         y = backend.empty((g.N, g.O, g.OH, g.OW), x.dtype)
         mkl.matmul(w2[0], cols[0].reshape(-1, g.N, P).transpose(1, 0, 2),
-                  out=y.reshape(g.N, g.O, P))
+                   out=y.reshape(g.N, g.O, P))
         if b is not None:
             np.add(y, b.reshape(g.O, 1, 1), out=y)
     else:
@@ -829,7 +829,7 @@ def _weight_grad_from_cols(cols: np.ndarray, gy: np.ndarray) -> np.ndarray:
     P = gy.shape[2] * gy.shape[3]
     if P >= _PER_IMAGE_MIN_P_W and n * K * o * gy.itemsize <= _PER_IMAGE_MAX_BYTES:
         part = mkl.matmul(cols.reshape(K, n, P).transpose(1, 0, 2),
-                         gy.reshape(n, o, P).transpose(0, 2, 1))  # (n, K, O)
+                          gy.reshape(n, o, P).transpose(0, 2, 1))  # (n, K, O)
         return part.sum(axis=0)
     gyc = _scratch.get((o, n * P), gy.dtype)
     np.copyto(gyc.reshape(o, n, P), gy.reshape(n, o, P).transpose(1, 0, 2))
@@ -875,7 +875,7 @@ def _conv_backward_numpy(gy: np.ndarray, w: np.ndarray, saved, g: _Geom, need_x:
         elif w_per_image:
             cols = saved if saved.ndim == 3 else _im2col(saved, g)
             part = mkl.matmul(cols[0].reshape(K, g.N, P).transpose(1, 0, 2),
-                             gy.reshape(g.N, g.O, P).transpose(0, 2, 1))  # (N, K, O)
+                              gy.reshape(g.N, g.O, P).transpose(0, 2, 1))  # (N, K, O)
             gw = part.sum(axis=0)[None]
             if cols is not saved:
                 _scratch.put(cols)

@@ -459,26 +459,20 @@ class LSTMLayer(_RecurrentLayer):
         po = _view_addresses(outs)
         out_sn = outs[0].strides[0] // outs[0].itemsize
         osz = hn_ * A[0].itemsize  # bytes of one gate block
-        matmul, tanh = _matmul(xp), xp.tanh
-        h_prev = HP[order[0]]
+        tanh = xp.tanh
         pc_prev = addr(c_init)
         p_last = addr(h_last)
         c = c_init
-        gemm = mkl.prepared(w, h_prev, A[order[0]]) if xp is np else None
-        pw = addr(w)
+        product = _step_product(xp, w, HP, A)
         for t in order:
             a = A[t]
-            if gemm is None:
-                matmul(w, h_prev, out=a)
-            else:
-                gemm(pw, ph[t], pa[t])  # ph[t] is HP[t]: h_prev
+            product(t)  # w @ h_prev into a
             tanh(a, out=a)
             gates(pa[t], pc_prev, pc[t], hn_)
             c = C[t]
             tanh(c, out=TC[t])
             nt = t + step
             if 0 <= nt < T:
-                h_prev = HP[nt]
                 output(pa[t] + 2 * osz, ptc[t], ph[nt], ld, po[t], H, N, out_sn)
             else:
                 output(pa[t] + 2 * osz, ptc[t], p_last, N, po[t], H, N, out_sn)
@@ -592,7 +586,6 @@ class LSTMLayer(_RecurrentLayer):
         dt = c_init.dtype
         it = dt.itemsize
         kernel = kern.lstm_backward_step[dt]
-        matmul = _matmul(self.xp)
         addr = _native.address
         pa, pc, ptc = _addresses(A, T), _addresses(C, T), _addresses(TC, T)
         pg = _view_addresses(gouts)
@@ -603,16 +596,12 @@ class LSTMLayer(_RecurrentLayer):
         # the first step reads the grad of h_n, (N, H), as the incoming (H, N) carry
         src, rj, rn, first = addr(ghn), ghn.strides[1] // it, ghn.strides[0] // it, 1
         step = -1 if reverse else 1
-        gemm = mkl.prepared(whT, A[0], rec) if self.xp is np else None
-        p_wht = addr(whT)
+        recurrent = _step_product(self.xp, whT, A, [rec] * T)
         for t in self._order(T, reverse, True):
             pt = t - step
             kernel(pa[t], ptc[t], pc[pt] if 0 <= pt < T else p_init, src, rj, rn, pg[t], gn, gj,
                    p_dc, p_dh, H, N, 1 - first)
-            if gemm is None:
-                matmul(whT, A[t], out=rec)
-            else:
-                gemm(p_wht, pa[t], p_rec)
+            recurrent(t)  # whT @ A[t] into rec
             src, rj, rn, first = p_rec, N, 1, 0
             dz.done(t)
 

@@ -214,14 +214,19 @@ def _load() -> None:
     _state["reason"] = f"loaded {path}"
 
 
+def load_once(state: dict, lock: threading.Lock, load) -> None:
+    """Call ``load()`` (which sets ``state["tried"]``) the first time any thread gets here."""
+    if not state["tried"]:
+        with lock:
+            if not state["tried"]:
+                load()
+
+
 def lib() -> Kernels | None:
     """The kernels, built and loaded on the first call; None when turned off or unavailable."""
     if not _state["on"]:
         return None
-    if not _state["tried"]:
-        with _lock:
-            if not _state["tried"]:
-                _load()
+    load_once(_state, _lock, _load)
     return _state["lib"]
 
 
@@ -235,15 +240,20 @@ def status() -> str:
 
 
 @contextlib.contextmanager
-def enabled(on: bool) -> Iterator[None]:
-    """Use the native kernels (``True``, where available) or NumPy only (``False``) inside the
-    block."""
-    before = _state["on"]
-    _state["on"] = bool(on)
+def switched(state: dict, on: bool) -> Iterator[None]:
+    """``state["on"]`` set to ``on`` inside the block, restored after it."""
+    before = state["on"]
+    state["on"] = bool(on)
     try:
         yield
     finally:
-        _state["on"] = before
+        state["on"] = before
+
+
+def enabled(on: bool) -> contextlib.AbstractContextManager[None]:
+    """Use the native kernels (``True``, where available) or NumPy only (``False``) inside the
+    block."""
+    return switched(_state, on)
 
 
 # Below this many elements an elementwise kernel does not pay for its call: looking up the

@@ -31,9 +31,11 @@ import glob
 import os
 import sys
 import threading
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
+
+from . import load_once, switched
 
 __all__ = ["matmul", "addmm", "prepared", "status", "enabled", "available"]
 
@@ -198,11 +200,9 @@ def _fail_if_required() -> None:
 def _gemm_table():
     if not _state["on"]:
         return None
-    if not _state["tried"]:
-        with _lock:
-            if not _state["tried"]:
-                _load()
-                _fail_if_required()
+    load_once(_state, _lock, _load)
+    if _state["gemm"] is None:
+        _fail_if_required()
     return _state["gemm"]
 
 
@@ -369,13 +369,7 @@ def status() -> str:
     return f"MKL GEMM: {used}: {_state['reason']}"
 
 
-@contextlib.contextmanager
-def enabled(on: bool) -> Iterator[None]:
+def enabled(on: bool) -> contextlib.AbstractContextManager[None]:
     """Send products to MKL (``True``, where available) or to NumPy only (``False``) inside
     the block."""
-    before = _state["on"]
-    _state["on"] = bool(on)
-    try:
-        yield
-    finally:
-        _state["on"] = before
+    return switched(_state, on)

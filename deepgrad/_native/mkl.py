@@ -46,9 +46,10 @@ MIN_MACS = 4 * 65536
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _CBWR_AUTO = 1
-_LAYER_NAMES = {0: "Intel OpenMP", 1: "sequential", 3: "GNU OpenMP", 4: "TBB"}
 _INT_MAX = 2**31 - 1  # the LP64 interface's dimensions are C ints
 _LAYER_INTEL, _LAYER_SEQUENTIAL, _LAYER_GNU, _LAYER_TBB = 0, 1, 3, 4
+_LAYER_NAMES = {_LAYER_INTEL: "Intel OpenMP", _LAYER_SEQUENTIAL: "sequential",
+                _LAYER_GNU: "GNU OpenMP", _LAYER_TBB: "TBB"}
 
 _char = ctypes.c_char
 _lock = threading.Lock()

@@ -193,7 +193,7 @@ def _self_test() -> bool:
 
 
 def _fail_if_required() -> None:
-    if _mode == "mkl" and _state["gemm"] is None:
+    if _mode == "mkl":
         raise RuntimeError(f"DEEPGRAD_BLAS=mkl, but {_state['reason']}; install it with "
                            "`pip install mkl`, or unset DEEPGRAD_BLAS to fall back to NumPy")
 
@@ -230,24 +230,31 @@ def _out_ld(out: np.ndarray, m: int, n: int, isz: int) -> int | None:
     return ldc
 
 
-def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None, beta: float = 0.0):
-    """``a @ b`` through MKL (plus ``beta * out``), or None when the operands do not suit it."""
+def _plan(a: np.ndarray, b: np.ndarray, out: np.ndarray | None):
+    """``(trans_a, lda, trans_b, ldb, ldc)`` describing ``a @ b`` into ``out`` (a fresh
+    row-major array if None) to row-major BLAS, or None when the layouts do not suit it."""
     isz = a.itemsize
     m, k = a.shape
     n = b.shape[1]
     la = _operand(a, m, k, isz)
     lb = _operand(b, k, n, isz)
-    if la is None or lb is None or max(m, n, k, la[1], lb[1]) > _INT_MAX:
+    ldc = n if out is None else _out_ld(out, m, n, isz)
+    if la is None or lb is None or ldc is None or max(m, n, k, la[1], lb[1]) > _INT_MAX:
         return None
+    return la[0], la[1], lb[0], lb[1], ldc
+
+
+def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None, beta: float = 0.0):
+    """``a @ b`` through MKL (plus ``beta * out``), or None when the operands do not suit it."""
+    plan = _plan(a, b, out)
+    if plan is None or (out is not None and (np.may_share_memory(out, a)
+                                             or np.may_share_memory(out, b))):
+        return None
+    ta, lda, tb, ldb, ldc = plan
     if out is None:
-        out = np.empty((m, n), a.dtype)
-        ldc: int | None = n
-    else:
-        ldc = _out_ld(out, m, n, isz)
-        if ldc is None or np.may_share_memory(out, a) or np.may_share_memory(out, b):
-            return None
-    _state["gemm"][a.dtype](_ROW_MAJOR, la[0], lb[0], m, n, k, 1.0, _address(a), la[1],
-                            _address(b), lb[1], beta, _address(out), ldc)
+        out = np.empty((a.shape[0], b.shape[1]), a.dtype)
+    _state["gemm"][a.dtype](_ROW_MAJOR, ta, tb, a.shape[0], b.shape[1], a.shape[1], 1.0,
+                            _address(a), lda, _address(b), ldb, beta, _address(out), ldc)
     return out
 
 
@@ -276,16 +283,13 @@ def prepared(a: np.ndarray, b: np.ndarray, out: np.ndarray):
     if not (_suits(a, b) and a.ndim == 2 and b.ndim == 2 and out.dtype == a.dtype
             and out.shape == (a.shape[0], b.shape[1])):
         return None
-    isz = a.itemsize
-    m, k = a.shape
-    n = b.shape[1]
-    la = _operand(a, m, k, isz)
-    lb = _operand(b, k, n, isz)
-    ldc = _out_ld(out, m, n, isz)
-    if la is None or lb is None or ldc is None or max(m, n, k, la[1], lb[1]) > _INT_MAX:
+    plan = _plan(a, b, out)
+    if plan is None:
         return None
     fn = _state["gemm"][a.dtype]
-    ta, lda, tb, ldb = la[0], la[1], lb[0], lb[1]
+    ta, lda, tb, ldb, ldc = plan
+    m, k = a.shape
+    n = b.shape[1]
 
     def run(pa: int, pb: int, pc: int) -> None:
         fn(_ROW_MAJOR, ta, tb, m, n, k, 1.0, pa, lda, pb, ldb, 0.0, pc, ldc)
@@ -340,7 +344,8 @@ def addmm(bias: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _stacked(a: np.ndarray, b: np.ndarray, out: np.ndarray | None):
-    """A stack of products, one GEMM per matrix; None (nothing written) when they do not suit."""
+    """A stack of products, one GEMM per matrix; None (nothing written) when they do not suit.
+    Every matrix of a stack has the same strides, so one plan serves them all."""
     g = a.shape[0] if a.ndim == 3 else b.shape[0]
     if (a.ndim == 3 and a.shape[0] != g) or (b.ndim == 3 and b.shape[0] != g) or g == 0:
         return None
@@ -348,12 +353,22 @@ def _stacked(a: np.ndarray, b: np.ndarray, out: np.ndarray | None):
     if out is not None and (out.dtype != a.dtype or out.shape != shape
                             or np.may_share_memory(out, a) or np.may_share_memory(out, b)):
         return None
+    a0, b0 = (a[0] if a.ndim == 3 else a), (b[0] if b.ndim == 3 else b)
+    plan = _plan(a0, b0, None if out is None else out[0])
+    if plan is None:
+        return None
     if out is None:
         out = np.empty(shape, a.dtype)
+    ta, lda, tb, ldb, ldc = plan
+    m, k = a0.shape
+    n = b0.shape[1]
+    fn = _state["gemm"][a.dtype]
+    pa, pb, pc = _address(a0), _address(b0), _address(out[0])
+    sa = a.strides[0] if a.ndim == 3 else 0  # a single matrix serves every product
+    sb = b.strides[0] if b.ndim == 3 else 0
     for i in range(g):
-        # every matrix of a stack has the same strides: if the first suits BLAS, all do
-        if _gemm(a[i] if a.ndim == 3 else a, b[i] if b.ndim == 3 else b, out[i]) is None:
-            return None
+        fn(_ROW_MAJOR, ta, tb, m, n, k, 1.0, pa + i * sa, lda, pb + i * sb, ldb, 0.0,
+           pc + i * out.strides[0], ldc)
     return out
 
 

@@ -293,6 +293,28 @@ def test_activation_backward_native_equals_numpy_bit_for_bit(monkeypatch, dt, na
     assert np.array_equal(np.signbit(grads[0]), np.signbit(grads[1]))
 
 
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_relu_forward_native_equals_numpy_bit_for_bit(monkeypatch, dt, in_place):
+    from deepgrad.ops import elementwise
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 16, 40)).astype(dt)
+    x.flat[:6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, -np.nan]
+    spy = _Spy(monkeypatch, "relu_forward")
+    got = []
+    for native in (True, False):
+        with _native.enabled(native):
+            src = x.copy()
+            out = src if in_place else np.empty_like(src)
+            assert elementwise._relu_into(src, out) is out
+            got.append(out)
+    assert spy.calls == 1
+    np.testing.assert_array_equal(got[0], got[1])
+    assert np.array_equal(np.signbit(got[0]), np.signbit(got[1]))
+    assert np.isnan(got[0].flat[0]) and got[0].flat[2] == 0 and not np.signbit(got[0].flat[4])
+
+
 # ---- convolution ------------------------------------------------------------------------------
 # (N, C, H, W, O, kernel, stride, padding, dilation): every case is one the native kernels take
 # (output rows of 8 or more, C*kh*kw <= 400)

@@ -59,6 +59,7 @@ _SIGNATURES: dict[str, tuple] = {
     "tanh_backward": (_P, _P, _P, _L),
     "sigmoid_backward": (_P, _P, _P, _L),
     "relu_backward": (_P, _P, _P, _L),
+    "relu_forward": (_P, _P, _L),
     "sgd_update": (_P, _P, _P, _L, "T", "T", "T", "T", _I),
     "adam_update": (_P, _P, _P, _P, _P, _L, "T", "T", "T", "T", "T", "T", "T", "T", _I),
     "conv2d_direct": (_P, _L, _L, _L, _L, _P, _L, _L, _L, _P, _P, _L, _L, _L, _L, _L, _L, _L,
@@ -98,6 +99,7 @@ class Kernels:
     tanh_backward: dict[np.dtype, Any]
     sigmoid_backward: dict[np.dtype, Any]
     relu_backward: dict[np.dtype, Any]
+    relu_forward: dict[np.dtype, Any]
     sgd_update: dict[np.dtype, Any]
     adam_update: dict[np.dtype, Any]
     conv2d_direct: dict[np.dtype, Any]

@@ -194,6 +194,13 @@ void sigmoid_backward_##S(const T *restrict y, const T *restrict g, T *restrict 
     for (long k = 0; k < n; k++) out[k] = ((T)1 - y[k]) * y[k] * g[k];                          \
 }                                                                                               \
                                                                                                 \
+/* max(x, 0) as np.maximum gives it: NaN stays NaN, -0.0 becomes 0.0. out may be x (a layer  \
+ * activating its own output): each element is read before it is written. */                  \
+void relu_forward_##S(const T *x, T *out, long n) {                                             \
+    _Pragma("GCC ivdep")                                                                        \
+    for (long k = 0; k < n; k++) out[k] = x[k] <= 0 ? (T)0 : x[k];                              \
+}                                                                                               \
+                                                                                                \
 /* the mask y > 0 as 1 or 0, times g: NaN in y passes no gradient; g * 0 keeps its sign */      \
 void relu_backward_##S(const T *restrict y, const T *restrict g, T *restrict out, long n) {    \
     for (long k = 0; k < n; k++) out[k] = g[k] * (y[k] > 0 ? (T)1 : (T)0);                      \

@@ -83,6 +83,19 @@ class Module:
         finally:
             depth.n -= 1
 
+    def _call_activated(self, activation: str, input):
+        """``activation(self(input))`` as one op, for a layer with ``_forward_activated``
+        (``Sequential`` calls it); an error names this layer, as a call would."""
+        depth = _depth
+        depth.n += 1
+        try:
+            return self._forward_activated(input, activation)
+        except _EXCEPTIONS_WITH_PATH as e:
+            _record_path(e, self, depth.n == 1)
+            raise
+        finally:
+            depth.n -= 1
+
     def _call_with_hooks(self, args, kwargs):
         for hook in list(self._forward_pre_hooks.values()):
             out = hook(self, args)

@@ -62,6 +62,7 @@ from .. import _native, backend
 from .._native import mkl
 from ..autograd.function import Function
 from ..tensor import Tensor
+from . import elementwise, fused
 from .shape import pad_widths
 
 __all__ = [
@@ -1035,7 +1036,14 @@ class ConvTransposeNd(Function):
         return gx, gw, gb
 
 
-def _conv(op: str, nd: int, input, weight, bias, stride, padding, dilation, groups):
+# a convolution followed by an activation, one node each (ops/fused.py)
+_CONV_ACTIVATED = fused.activated(ConvNd)
+
+
+def _conv(op: str, nd: int, input, weight, bias, stride, padding, dilation, groups,
+          activation: str | None = None):
+    """The checks and the op of ``conv1d``/``conv2d``; with ``activation`` (one of
+    ``elementwise.ACTIVATIONS``), that activation of the result as the same node."""
     _check_input_dims(op, input, nd)
     _check_tensor(op, "weight", weight)
     sx, sw = input.data.shape, weight.data.shape
@@ -1083,8 +1091,13 @@ def _conv(op: str, nd: int, input, weight, bias, stride, padding, dilation, grou
         stride = (1,) + stride
         dilation = (1,) + dilation
         pads = ((0, 0),) + pads
-    return ConvNd.apply(input, weight, bias, stride=stride, pads=pads, dilation=dilation,
-                        groups=int(groups), nd=nd)
+    if activation is not None and input.data.dtype.kind == "f":
+        return _CONV_ACTIVATED[activation].apply(
+            input, weight, bias, stride=stride, pads=pads, dilation=dilation,
+            groups=int(groups), nd=nd)
+    y = ConvNd.apply(input, weight, bias, stride=stride, pads=pads, dilation=dilation,
+                     groups=int(groups), nd=nd)
+    return y if activation is None else getattr(elementwise, activation)(y)
 
 
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Size = 1,

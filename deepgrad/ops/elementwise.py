@@ -398,6 +398,70 @@ def _native_backward(name: str, y: np.ndarray, grad: np.ndarray, out: np.ndarray
     return True
 
 
+# -- ReLU, sigmoid and tanh: forward into any array (the input's own, for a fused layer) and
+# backward from the saved output. The Functions below use these, and so do the layers that
+# apply an activation to their own fresh output (Linear and convolution inside Sequential,
+# ops/linalg.py and ops/conv.py), so the two give the same bits.
+
+def _relu_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    # max(x, 0): NaN stays NaN, -0.0 becomes 0.0, as np.maximum gives
+    k = _native.unary_operands(x, out)
+    if k is None:
+        return np.maximum(x, 0, out=out)
+    addr = _native.address
+    k.relu_forward[x.dtype](addr(x), addr(out), x.size)
+    return out
+
+
+def _sigmoid_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    # 1 / (1 + exp(-x)) with exp's argument capped below overflow: the capped values give
+    # outputs under the smallest normal float, so the result is right and warning-free
+    cap = 88.0 if x.dtype.itemsize <= 4 else 709.0
+    y = np.negative(x, out=out)
+    np.minimum(y, cap, out=y)
+    np.exp(y, out=y)
+    y += 1
+    return np.reciprocal(y, out=y)
+
+
+def _tanh_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    return np.tanh(x, out=out)
+
+
+def _relu_grad(y: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    # the mask as 0/1 floats in the output array, then one multiply: no bool temporary
+    # (NaN > 0 is false, so a NaN output passes no gradient, as in PyTorch)
+    out = _grad_out(grad, y)
+    if not _native_backward("relu_backward", y, grad, out):
+        np.greater(y, 0, out=out)
+        np.multiply(grad, out, out=out)
+    return out
+
+
+def _sigmoid_grad(y: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    out = _grad_out(grad, y)
+    if not _native_backward("sigmoid_backward", y, grad, out):
+        np.subtract(1, y, out=out)
+        out *= y
+        out *= grad
+    return out
+
+
+def _tanh_grad(y: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    # in place on one array the op owns: a fresh temporary per step costs page faults
+    out = _grad_out(grad, y)
+    if not _native_backward("tanh_backward", y, grad, out):
+        np.multiply(y, y, out=out)
+        np.subtract(1, out, out=out)
+        np.multiply(grad, out, out=out)
+    return out
+
+
+# name -> (forward into an array, gradient from the output), for floating-point arrays
+ACTIVATIONS = {"relu": (_relu_into, _relu_grad), "sigmoid": (_sigmoid_into, _sigmoid_grad),
+               "tanh": (_tanh_into, _tanh_grad)}
+
+
 class Relu(Function):
     saves_inputs = False
     saves_output = True
@@ -406,7 +470,7 @@ class Relu(Function):
         if x.dtype.kind != "f":
             self.y = np.maximum(x, 0)
             return self.y
-        self.y = np.maximum(x, 0, out=backend.empty(x.shape, x.dtype))
+        self.y = _relu_into(x, backend.empty(x.shape, x.dtype))
         return self.y
 
     def backward(self, grad):
@@ -414,14 +478,7 @@ class Relu(Function):
         dt = y.dtype if grad.dtype == y.dtype else np.result_type(grad, y)
         if dt.kind != "f":
             return (grad * (y > 0),)
-        # the mask as 0/1 floats in the output array, then one multiply: no bool temporary
-        # (NaN > 0 is false, so a NaN output passes no gradient, as in PyTorch)
-        out = _grad_out(grad, y)
-        if _native_backward("relu_backward", y, grad, out):
-            return (out,)
-        np.greater(y, 0, out=out)
-        np.multiply(grad, out, out=out)
-        return (out,)
+        return (_relu_grad(y, grad),)
 
 
 class Sigmoid(Function):
@@ -429,26 +486,11 @@ class Sigmoid(Function):
     saves_output = True
 
     def forward(self, x):
-        # 1 / (1 + exp(-x)) with exp's argument capped below overflow: the capped values give
-        # outputs under the smallest normal float, so the result is right and warning-free
-        cap = 88.0 if x.dtype.itemsize <= 4 else 709.0
-        y = np.negative(x, out=backend.empty(x.shape, x.dtype))
-        np.minimum(y, cap, out=y)
-        np.exp(y, out=y)
-        y += 1
-        np.reciprocal(y, out=y)
-        self.y = y
-        return y
+        self.y = _sigmoid_into(x, backend.empty(x.shape, x.dtype))
+        return self.y
 
     def backward(self, grad):
-        y = self.y
-        out = _grad_out(grad, y)
-        if _native_backward("sigmoid_backward", y, grad, out):
-            return (out,)
-        np.subtract(1, y, out=out)
-        out *= y
-        out *= grad
-        return (out,)
+        return (_sigmoid_grad(self.y, grad),)
 
 
 class Tanh(Function):
@@ -456,19 +498,11 @@ class Tanh(Function):
     saves_output = True
 
     def forward(self, x):
-        self.y = np.tanh(x, out=backend.empty(x.shape, x.dtype))
+        self.y = _tanh_into(x, backend.empty(x.shape, x.dtype))
         return self.y
 
     def backward(self, grad):
-        # in place on one array the op owns: a fresh temporary per step costs page faults
-        y = self.y
-        out = _grad_out(grad, y)
-        if _native_backward("tanh_backward", y, grad, out):
-            return (out,)
-        np.multiply(y, y, out=out)
-        np.subtract(1, out, out=out)
-        np.multiply(grad, out, out=out)
-        return (out,)
+        return (_tanh_grad(self.y, grad),)
 
 
 def _unary(cls, float_only=True):

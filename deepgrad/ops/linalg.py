@@ -7,6 +7,7 @@ from .._native.mkl import addmm
 from .._native.mkl import matmul as gemm
 from ..autograd.function import Function
 from ..tensor import Tensor
+from . import elementwise, fused
 from .elementwise import _operands
 
 
@@ -105,8 +106,11 @@ class Linear(Function):
         return gx, gw, gb
 
 
-def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``input @ weight.T + bias``; input ``(*, in_features)``, weight ``(out, in)``."""
+# Linear followed by an activation, one node each (ops/fused.py)
+_LINEAR_ACTIVATED = fused.activated(Linear)
+
+
+def _check_linear(input: Tensor, weight: Tensor, bias: Tensor | None) -> None:
     sx, sw = input.data.shape, weight.data.shape
     if len(sw) != 2 or not sx or sx[-1] != sw[1]:
         raise ValueError(
@@ -118,4 +122,19 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         raise TypeError(
             f"linear: input dtype {input.dtype} differs from weight dtype {weight.dtype}; "
             "convert the input (x.float()) or the model (model.double())")
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``input @ weight.T + bias``; input ``(*, in_features)``, weight ``(out, in)``."""
+    _check_linear(input, weight, bias)
     return Linear.apply(input, weight, bias)
+
+
+def linear_activated(input: Tensor, weight: Tensor, bias: Tensor | None,
+                     activation: str) -> Tensor:
+    """``activation(linear(input, weight, bias))`` as one node, ``activation`` one of
+    ``elementwise.ACTIVATIONS`` (the separate ops for integer tensors)."""
+    _check_linear(input, weight, bias)
+    if input.data.dtype.kind != "f":
+        return getattr(elementwise, activation)(Linear.apply(input, weight, bias))
+    return _LINEAR_ACTIVATED[activation].apply(input, weight, bias)

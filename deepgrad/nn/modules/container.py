@@ -5,8 +5,15 @@ from collections import OrderedDict
 from typing import Iterable, Iterator
 
 from ..module import Module
+from .activation import ReLU, Sigmoid, Tanh
+from .conv import Conv1d, Conv2d
+from .linear import Linear
 
 __all__ = ["Sequential", "ModuleList", "ModuleDict"]
+
+# exact types only: a subclass may change what forward does
+_FUSING_LAYERS = (Linear, Conv1d, Conv2d)
+_ACTIVATIONS = {ReLU: "relu", Sigmoid: "sigmoid", Tanh: "tanh"}
 
 
 class Sequential(Module):
@@ -31,9 +38,39 @@ class Sequential(Module):
                 self.add_module(str(i), module)
 
     def forward(self, input):
-        for module in self._modules.values():
-            input = module(input)
+        for module, activation in self._steps():
+            if activation is None:
+                input = module(input)
+            elif (module._forward_hooks or module._forward_pre_hooks
+                  or activation._forward_hooks or activation._forward_pre_hooks
+                  or "forward" in module.__dict__ or "forward" in activation.__dict__):
+                input = activation(module(input))  # hooks see both as they are
+            else:
+                input = module._call_activated(_ACTIVATIONS[type(activation)], input)
         return input
+
+    def _steps(self) -> tuple:
+        """``(module, activation or None)`` pairs to run: a ``Linear`` or convolution and
+        the ``ReLU``, ``Sigmoid`` or ``Tanh`` right after it become one op (``ops/fused.py``:
+        the same bits, one node and one array fewer). Worked out again when the modules
+        change."""
+        modules = tuple(self._modules.values())
+        cached = self.__dict__.get("_steps_cache")
+        if cached is not None and cached[0] == modules:
+            return cached[1]
+        steps = []
+        k = 0
+        while k < len(modules):
+            m = modules[k]
+            nxt = modules[k + 1] if k + 1 < len(modules) else None
+            if type(m) in _FUSING_LAYERS and type(nxt) in _ACTIVATIONS:
+                steps.append((m, nxt))
+                k += 2
+            else:
+                steps.append((m, None))
+                k += 1
+        self.__dict__["_steps_cache"] = (modules, tuple(steps))
+        return self.__dict__["_steps_cache"][1]
 
     def __len__(self) -> int:
         return len(self._modules)

@@ -142,13 +142,17 @@ class _ConvNd(Module):
 
 class _Conv(_ConvNd):
     def forward(self, input):
+        return self._forward_activated(input, None)
+
+    def _forward_activated(self, input, activation: str | None):
         self._check_input(input)
-        f = conv_ops.conv1d if self._nd == 1 else conv_ops.conv2d
+        padding = self.padding
         if self.padding_mode != "zeros":
             input = conv_ops._mode_pad(input, self._pads, self.padding_mode)
-            return f(input, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        return f(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                 self.groups)
+            padding = 0
+        nd = self._nd
+        return conv_ops._conv(f"conv{nd}d", nd, input, self.weight, self.bias, self.stride,
+                              padding, self.dilation, self.groups, activation)
 
 
 class Conv2d(_Conv):

@@ -73,12 +73,19 @@ class Linear(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input):
+        self._check_input(input)
+        return linalg.linear(input, self.weight, self.bias)
+
+    def _forward_activated(self, input, activation: str):
+        self._check_input(input)
+        return linalg.linear_activated(input, self.weight, self.bias, activation)
+
+    def _check_input(self, input) -> None:
         s = input.data.shape
         if not s or s[-1] != self.in_features:
             hint = " Flatten first?" if len(s) > 2 else ""
             raise ValueError(
                 f"expected input with last dim {self.in_features}, got shape {s}.{hint}")
-        return linalg.linear(input, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

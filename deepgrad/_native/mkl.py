@@ -299,11 +299,11 @@ def prepared(a: np.ndarray, b: np.ndarray, out: np.ndarray):
 
 def _suits(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether ``a @ b`` (2-d or 3-d) is one for MKL, loading it on first use."""
+    # the size first: most products a small model asks for stop there
     return (type(a) is np.ndarray and type(b) is np.ndarray and 2 <= a.ndim <= 3
-            and 2 <= b.ndim <= 3 and a.dtype == b.dtype
+            and 2 <= b.ndim <= 3 and a.shape[-2] * a.shape[-1] * b.shape[-1] >= MIN_MACS
+            and a.shape[-1] == b.shape[-2] and a.dtype == b.dtype
             and (a.dtype == np.float32 or a.dtype == np.float64)
-            and a.shape[-1] == b.shape[-2]
-            and a.shape[-2] * a.shape[-1] * b.shape[-1] >= MIN_MACS
             and _gemm_table() is not None)
 
 

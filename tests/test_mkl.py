@@ -282,3 +282,40 @@ def test_prepared_product_runs_at_other_addresses():
     assert mkl.prepared(w, np.repeat(cols, 2, axis=1)[:, :64:2], out[0]) is None
     with mkl.enabled(False):
         assert mkl.prepared(w, cols[:, :32], out[0]) is None
+
+
+@needs_mkl
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_winograd_convolution_runs_its_gemms_in_mkl(dt, monkeypatch):
+    """The Winograd kernels (kernels.c) call MKL's GEMM from their own threads, MKL on one
+    thread each: forward, input and weight gradient equal the kernel's own GEMMs to rounding."""
+    from deepgrad import _native
+    from deepgrad.ops import conv as conv_ops
+    if _native.lib() is None:
+        pytest.skip(_native.status())
+    handed = []
+    real = mkl.native_gemm
+
+    def spy(d):
+        got = real(d)
+        handed.append(got[0] is not None)
+        return got
+
+    monkeypatch.setattr(mkl, "native_gemm", spy)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 16, 13, 11)).astype(dt)  # odd sizes: partial tiles
+    w = (rng.standard_normal((24, 16, 3, 3)) * 0.1).astype(dt)
+    gy = rng.standard_normal((5, 24, 13, 11)).astype(dt)
+    results = []
+    for on in (True, False):
+        with mkl.enabled(on):
+            xt = dg.from_numpy(x.copy()).requires_grad_(True)
+            wt = dg.from_numpy(w.copy()).requires_grad_(True)
+            y = dg.nn.functional.conv2d(xt, wt, padding=1)
+            y.backward(dg.from_numpy(gy))
+            results.append((y.data.copy(), xt.grad.data.copy(), wt.grad.data.copy()))
+    assert handed.count(True) == 3 and handed.count(False) == 3  # forward, input, weight grad
+    assert conv_ops._winograd_kernels(conv_ops._Geom(x.shape, w.shape, (1, 1), ((1, 1), (1, 1)),
+                                                     (1, 1), 1), np.dtype(dt), 16, 24)
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, **TOL[dt])

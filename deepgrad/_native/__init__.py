@@ -70,8 +70,10 @@ _SIGNATURES: dict[str, tuple] = {
     "im2col": (_P, _L, _L, _L, _L, _L, _L, _P, _L, _L, _L, _L, _L, _L),
     "winograd_weight": (_P, _L, _L, _I, _P),
     "winograd_workspace": (_L, _L, _L, _L, _L, _I),
-    "winograd_conv": (_P, _L, _L, _L, _L, _L, _L, _P, _L, _P, _P, _L, _L, _L, _I, _P, _L),
-    "winograd_weight_grad": (_P, _L, _L, _L, _L, _L, _L, _P, _L, _L, _L, _L, _I, _P, _L, _P),
+    "winograd_conv": (_P, _L, _L, _L, _L, _L, _L, _P, _L, _P, _P, _L, _L, _L, _I, _P, _L, _P,
+                      _P),
+    "winograd_weight_grad": (_P, _L, _L, _L, _L, _L, _L, _P, _L, _L, _L, _L, _I, _P, _L, _P,
+                             _P, _P),
 }
 
 

@@ -686,10 +686,11 @@ void conv2d_weight_grad_rows_##S(const T *xq, long N, long Hq, long Wq, const T 
 }
 
 /* The 16 GEMMs of the Winograd convolution, one thread: M[k] = U[k] @ V[k] for k < 16, U
- * (16, O, C), V (16, C, P), M (16, O, P). BLAS's threads lose on these shapes (a reduction of
- * only C, and 16 products per block of images) and, after every call, keep spinning on the
- * core our next transform wants. Register block: WG_MR rows of U (packed, so a row's value is
- * one broadcast) by two vectors of columns of V. */
+ * (16, O, C), V (16, C, P), M (16, O, P), where MKL is not there to run them (the driver below
+ * calls MKL, one thread per kernel thread, when the caller passes it). A BLAS's own threads
+ * lose on these shapes (a reduction of only C, and 16 products per block of images) and, after
+ * every call, keep spinning on the core our next transform wants. Register block: WG_MR rows
+ * of U (packed, so a row's value is one broadcast) by two vectors of columns of V. */
 #define WG_MR 12
 #define WG_NT_CP 16 /* winograd_gemm_nt rounds V's rows up to a multiple of this */
 #define WINOGRAD_GEMM(T, S, VL)                                                                 \
@@ -1170,11 +1171,31 @@ WINOGRAD(double, f64)
  * are created per call and joined before returning: a call is milliseconds of work, and no
  * thread is left spinning to compete with BLAS's or the next op's. */
 #define WINOGRAD_MAX_THREADS 16
+
+/* MKL's cblas_sgemm / cblas_dgemm and MKL_Set_Num_Threads_Local, when the caller passes them
+ * (deepgrad/_native/mkl.py: native_gemm): the 16 GEMMs of a block then run in MKL, on one
+ * thread each, inside the threads below. Row-major, transpose flags as in CBLAS. */
+typedef void (*gemm_f32_fn)(int, int, int, int, int, int, float, const float *, int,
+                            const float *, int, float, float *, int);
+typedef void (*gemm_f64_fn)(int, int, int, int, int, int, double, const double *, int,
+                            const double *, int, double, double *, int);
+typedef int (*threads_local_fn)(int);
+enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
+
 #define WINOGRAD_DRIVER(T, S)                                                                   \
 typedef struct {                                                                                \
     const T *src; long C, Hs, Ws, top, left; const T *U; long O; const T *bias; T *y;           \
     long OH, OW, th, tw, nb, n0, n1; const T *gy; T *acc; T *work;                              \
+    gemm_##S##_fn gemm; threads_local_fn threads_local;                                         \
 } winograd_job_##S;                                                                             \
+                                                                                                \
+/* MKL on this thread alone while it runs a job (its own threads would compete with ours) */    \
+static int winograd_mkl_enter_##S(const winograd_job_##S *j) {                                  \
+    return j->gemm && j->threads_local ? j->threads_local(1) : 0;                               \
+}                                                                                               \
+static void winograd_mkl_leave_##S(const winograd_job_##S *j, int previous) {                   \
+    if (j->gemm && j->threads_local) j->threads_local(previous);                                \
+}                                                                                               \
                                                                                                 \
 /* elements of workspace one thread needs: V and M (or Tg) blocks, and the packed U (forward)   \
  * or its own weight-gradient sums (backward) */                                                \
@@ -1191,15 +1212,22 @@ static void *winograd_forward_run_##S(void *arg) {                              
     long per = j->th * (j->tw + 1), cap = j->nb * per;                                          \
     T *v = j->work, *m = v + 16 * j->C * cap, *packed = m + 16 * j->O * cap;                    \
     T *tail = packed + 16 * ((j->O + WG_MR - 1) / WG_MR) * WG_MR * j->C;                        \
-    winograd_pack_##S(j->U, j->O, j->C, packed);                                                \
+    int mkl = winograd_mkl_enter_##S(j);                                                        \
+    if (!j->gemm) winograd_pack_##S(j->U, j->O, j->C, packed);                                  \
     for (long n = j->n0; n < j->n1; n += j->nb) {                                               \
-        long k = j->n1 - n < j->nb ? j->n1 - n : j->nb;                                         \
+        long k = j->n1 - n < j->nb ? j->n1 - n : j->nb, P = k * per, O = j->O, C = j->C;        \
         winograd_input_##S(j->src + n * j->C * j->Hs * j->Ws, k, j->C, j->Hs, j->Ws, j->top,    \
                            j->left, j->th, j->tw, v);                                           \
-        winograd_gemm_##S(packed, v, j->O, j->C, k * per, m, tail);                             \
+        if (j->gemm) /* m[q] (O, P) = U[q] (O, C) @ v[q] (C, P) */                              \
+            for (int q = 0; q < 16; q++)                                                        \
+                j->gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, O, P, C, 1,            \
+                        j->U + q * O * C, C, v + q * C * P, P, 0, m + q * O * P, P);            \
+        else                                                                                    \
+            winograd_gemm_##S(packed, v, O, C, P, m, tail);                                     \
         winograd_output_##S(m, j->O, k, j->th, j->tw, j->OH, j->OW, j->bias,                    \
                             j->y + n * j->O * j->OH * j->OW);                                   \
     }                                                                                           \
+    winograd_mkl_leave_##S(j, mkl);                                                             \
     return 0;                                                                                   \
 }                                                                                               \
                                                                                                 \
@@ -1207,14 +1235,21 @@ static void *winograd_wgrad_run_##S(void *arg) {                                
     winograd_job_##S *j = arg;                                                                  \
     long per = j->th * (j->tw + 1), cap = j->nb * per;                                          \
     T *v = j->work, *t = v + 16 * j->C * cap, *scratch = t + 16 * j->O * cap;                   \
+    int mkl = winograd_mkl_enter_##S(j);                                                        \
     for (long n = j->n0; n < j->n1; n += j->nb) {                                               \
-        long k = j->n1 - n < j->nb ? j->n1 - n : j->nb;                                         \
+        long k = j->n1 - n < j->nb ? j->n1 - n : j->nb, P = k * per, O = j->O, C = j->C;        \
         winograd_input_##S(j->src + n * j->C * j->Hs * j->Ws, k, j->C, j->Hs, j->Ws, j->top,    \
                            j->left, j->th, j->tw, v);                                           \
         winograd_grad_output_##S(j->gy + n * j->O * j->OH * j->OW, k, j->O, j->OH, j->OW,       \
                                  j->th, j->tw, t);                                              \
-        winograd_gemm_nt_##S(t, v, j->O, j->C, k * per, j->acc, scratch);                       \
+        if (j->gemm) /* acc[q] (O, C) += t[q] (O, P) @ v[q] (C, P)^T */                         \
+            for (int q = 0; q < 16; q++)                                                        \
+                j->gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, O, C, P, 1,               \
+                        t + q * O * P, P, v + q * C * P, P, 1, j->acc + q * O * C, C);          \
+        else                                                                                    \
+            winograd_gemm_nt_##S(t, v, O, C, P, j->acc, scratch);                               \
     }                                                                                           \
+    winograd_mkl_leave_##S(j, mkl);                                                             \
     return 0;                                                                                   \
 }                                                                                               \
                                                                                                 \
@@ -1254,12 +1289,13 @@ static void winograd_spread_##S(winograd_job_##S *base, long N, int threads, T *
  * arguments do not fit (nothing is computed). */                                               \
 int winograd_conv_##S(const T *src, long N, long C, long Hs, long Ws, long top, long left,      \
                       const T *U, long O, const T *bias, T *y, long OH, long OW, long nb,       \
-                      int threads, T *work, long stride) {                                      \
+                      int threads, T *work, long stride, void *gemm, void *threads_local) {     \
     if (threads < 1 || threads > WINOGRAD_MAX_THREADS || threads > N || nb < 1                  \
             || stride < winograd_workspace_##S(C, O, OH, OW, nb, 1))                            \
         return -1;                                                                              \
     winograd_job_##S job = {src, C, Hs, Ws, top, left, U, O, bias, y, OH, OW, (OH + 1) / 2,     \
-                            (OW + 1) / 2, nb, 0, N, 0, 0, 0};                                   \
+                            (OW + 1) / 2, nb, 0, N, 0, 0, 0, (gemm_##S##_fn)gemm,               \
+                            (threads_local_fn)threads_local};                                   \
     winograd_spread_##S(&job, N, threads, work, stride, winograd_forward_run_##S, 0);           \
     return 0;                                                                                   \
 }                                                                                               \
@@ -1269,13 +1305,15 @@ int winograd_conv_##S(const T *src, long N, long C, long Hs, long Ws, long top, 
  * OW); threads and workspace as in winograd_conv. */                                           \
 int winograd_weight_grad_##S(const T *src, long N, long C, long Hs, long Ws, long top,          \
                              long left, const T *gy, long O, long OH, long OW, long nb,         \
-                             int threads, T *work, long stride, T *acc) {                       \
+                             int threads, T *work, long stride, T *acc, void *gemm,             \
+                             void *threads_local) {                                             \
     if (threads < 1 || threads > WINOGRAD_MAX_THREADS || threads > N || nb < 1                  \
             || stride < winograd_workspace_##S(C, O, OH, OW, nb, 0))                            \
         return -1;                                                                              \
     memset(acc, 0, 16 * O * C * sizeof(T));                                                     \
     winograd_job_##S job = {src, C, Hs, Ws, top, left, 0, O, 0, 0, OH, OW, (OH + 1) / 2,        \
-                            (OW + 1) / 2, nb, 0, N, gy, acc, 0};                                \
+                            (OW + 1) / 2, nb, 0, N, gy, acc, 0, (gemm_##S##_fn)gemm,            \
+                            (threads_local_fn)threads_local};                                   \
     winograd_spread_##S(&job, N, threads, work, stride, winograd_wgrad_run_##S, 16 * O * C);    \
     return 0;                                                                                   \
 }

@@ -14,9 +14,10 @@ Nothing is loaded at ``import deepgrad``. The first product large enough loads M
 0.15 s here with the files in the page cache, about 0.5 s without.
 
 MKL sums in its own order, so its results equal NumPy's to rounding, not bit for bit. Both
-libraries give the same bits on every run of one machine at one thread count: MKL's conditional
-numerical reproducibility is set to ``AUTO``, which makes its results independent of how arrays
-happen to be aligned.
+libraries give the same bits on every run of one machine at one thread count (tested, with
+operands at different alignments too). MKL's conditional numerical reproducibility stays at its
+default, branch off: its ``AUTO`` mode made char_lstm's training step about 15% slower here
+(32-35 against 37-42 ms, three process pairs).
 
 ``DEEPGRAD_BLAS=numpy`` keeps a process on NumPy; :func:`enabled` does so for a block.
 ``DEEPGRAD_BLAS=mkl`` makes a missing MKL an error instead of a silent fallback. MKL runs
@@ -45,7 +46,7 @@ __all__ = ["matmul", "addmm", "prepared", "status", "enabled", "available"]
 MIN_MACS = 4 * 65536
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
-_CBWR_AUTO = 1
+_CBWR_BRANCH_OFF = 1  # MKL_CBWR_BRANCH_OFF (MKL_CBWR_AUTO is 2); see the docstring
 _INT_MAX = 2**31 - 1  # the LP64 interface's dimensions are C ints
 _LAYER_INTEL, _LAYER_SEQUENTIAL, _LAYER_GNU, _LAYER_TBB = 0, 1, 3, 4
 _LAYER_NAMES = {_LAYER_INTEL: "Intel OpenMP", _LAYER_SEQUENTIAL: "sequential",
@@ -54,7 +55,7 @@ _LAYER_NAMES = {_LAYER_INTEL: "Intel OpenMP", _LAYER_SEQUENTIAL: "sequential",
 _char = ctypes.c_char
 _lock = threading.Lock()
 _mode = os.environ.get("DEEPGRAD_BLAS", "auto").strip().lower() or "auto"
-_state: dict[str, Any] = {"gemm": None, "tried": False, "reason": "not loaded yet",
+_state: dict[str, Any] = {"gemm": None, "native": {}, "tried": False, "reason": "not loaded yet",
                           "on": _mode != "numpy"}
 
 
@@ -147,7 +148,7 @@ def _load() -> None:
             if layer is not None:
                 cdll.MKL_Set_Threading_Layer(layer)
             cdll.MKL_CBWR_Set.argtypes = [ctypes.c_int]
-            cdll.MKL_CBWR_Set(_CBWR_AUTO)
+            cdll.MKL_CBWR_Set(_CBWR_BRANCH_OFF)
             cdll.MKL_Set_Num_Threads.argtypes = [ctypes.c_int]
             cdll.MKL_Set_Num_Threads(n)
             table = {}
@@ -163,6 +164,10 @@ def _load() -> None:
             errors.append(f"{path}: {e}")
             continue
         _state["gemm"] = table
+        local = cdll.MKL_Set_Num_Threads_Local
+        _state["native"] = {dt: (ctypes.cast(fn, ctypes.c_void_p).value,
+                                 ctypes.cast(local, ctypes.c_void_p).value)
+                            for dt, fn in table.items()}
         version = ctypes.create_string_buffer(256)
         with contextlib.suppress(AttributeError):
             cdll.MKL_Get_Version_String(version, len(version))
@@ -370,6 +375,15 @@ def _stacked(a: np.ndarray, b: np.ndarray, out: np.ndarray | None):
         fn(_ROW_MAJOR, ta, tb, m, n, k, 1.0, pa + i * sa, lda, pb + i * sb, ldb, 0.0,
            pc + i * out.strides[0], ldc)
     return out
+
+
+def native_gemm(dt: np.dtype) -> tuple:
+    """``(cblas_?gemm, MKL_Set_Num_Threads_Local)`` as addresses for a native kernel that runs
+    its own GEMMs inside its own threads (the Winograd convolution, kernels.c), or
+    ``(None, None)`` where products do not go to MKL."""
+    if _gemm_table() is None:
+        return None, None
+    return _state["native"].get(np.dtype(dt), (None, None))
 
 
 def available() -> bool:

@@ -111,7 +111,7 @@ def count_connections(module: Module, in_shape: tuple, out_shape: tuple) -> int:
     if kind in ("BatchNorm1d", "BatchNorm2d", "LayerNorm"):
         return per_out if any(True for _ in module.parameters(recurse=False)) else 0
     if kind in ("RNN", "LSTM", "GRU"):
-        gates = {"RNN": 1, "LSTM": 4, "GRU": 3}[kind]
+        # the weights already hold every gate's rows: a multiply-add per weight per step
         steps = in_shape[1] if getattr(module, "batch_first", False) else in_shape[0]
         if len(in_shape) == 2:
             steps = in_shape[0]

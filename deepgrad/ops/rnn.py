@@ -484,10 +484,9 @@ class LSTMLayer(_RecurrentLayer):
         xp = self.xp
         A, C, TC, hx, c_init = saved
         w_ih, w_hh, b_ih, b_hh = w
-        T = len(gouts)
         H, N = c_init.shape
         I = w_ih.shape[1]
-        H2, H3, H4 = 2 * H, 3 * H, 4 * H
+        H2, H4 = 2 * H, 4 * H
         dt = A.dtype
         whp = _empty(xp, (H4, H), dt)  # w_hh in the gate order (i, f, o, g)
         _swap_go(whp, w_hh, H)

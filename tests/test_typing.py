@@ -1,4 +1,4 @@
-"""The library type-checks with mypy: everything but the reproduction scripts (reproduce/)."""
+"""The library type-checks with mypy: the whole package, reproduction scripts included."""
 from __future__ import annotations
 
 import subprocess
@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# reproduce/ holds research scripts whose Optional narrowing mypy does not follow yet
-CHECK = ["deepgrad", "--exclude", "deepgrad/reproduce/"]
+CHECK = ["deepgrad"]
 
 
 def test_library_passes_mypy(tmp_path):

@@ -61,7 +61,8 @@ def build_mlp(depth: int, width: int, activation: str, batch_norm: bool = False,
     dg.manual_seed(seed)
     gen = dg.Generator().manual_seed(seed)
     sizes = [784] + [width] * (depth - 1) + [10]
-    layers, linears, act_modules = [], [], []
+    layers: list[nn.Module] = []
+    linears, act_modules = [], []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         fc = nn.Linear(n_in, n_out)
         scheme = init if init != "matched" else (
@@ -214,7 +215,7 @@ def train(net, linears, data: tuple, *, lr: float, steps: int, batch_size: int, 
         hist.grad_steps.append(step)
         hist.grad_norms.append(total / grad_batches)
 
-    def measure_preacts(step: int) -> None:
+    def measure_preacts(step: int, probe: PreactivationProbe) -> None:
         idx = probe_idx[:batch_size * grad_batches]
         probe.active = True
         with dg.no_grad(), frozen_buffers(net):
@@ -230,7 +231,7 @@ def train(net, linears, data: tuple, *, lr: float, steps: int, batch_size: int, 
         if grad_every and step % grad_every == 0:
             measure_grads(step)
         if probe is not None and probe_every and step % probe_every == 0:
-            measure_preacts(step)
+            measure_preacts(step, probe)
         if eval_every and step % eval_every == 0:
             err, _ = evaluate(net, x_test, y_test)
             hist.eval_steps.append(step)

@@ -256,8 +256,8 @@ def run(out_dir: str, quick: bool) -> Report:
         bound = 0.25 * WEIGHT_GAIN[init] ** 0.5 if act == "sigmoid" else "-"
         grad_table.add(init, act, float(s["g0"][0]), float(s["g0"][-1]), s["ratio0"],
                        s["factor0"], bound, s["ratio_end"])
-        reach = ", ".join("-" if r is None else str(r) for r in s["reach"])
-        train_table.add(init, act, s["loss"], f"{s['error']:.2%}", reach)
+        reached = ", ".join("-" if r is None else str(r) for r in s["reach"])
+        train_table.add(init, act, s["loss"], f"{s['error']:.2%}", reached)
 
     findings = []
     for init in INITS:
@@ -378,7 +378,8 @@ def _variation_table(variations: dict, cfg: dict, results: dict) -> tuple:
         caption=f"Variations: tanh against ReLU, each at its best learning rate, {steps} steps, "
                 f"seed {cfg['seeds'][0]} (steps to the target: training-loss windows of "
                 f"{cfg['var_loss_every']} steps; '-' if never; a diverged run counts as never).")
-    held, not_held = [], []
+    held: list[str] = []
+    not_held: list[str] = []
     for depth, init, momentum in cfg["variations"]:
         t = _best(variations[depth, init, momentum, "tanh"], steps)
         r = _best(variations[depth, init, momentum, "relu"], steps)

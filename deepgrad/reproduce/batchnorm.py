@@ -64,7 +64,7 @@ def cases(lr: float) -> list:
 def run(out_dir: str, quick: bool) -> Report:
     cfg = settings(quick)
     data = _deepnet.load_mnist(sample=cfg["sample"])
-    runs = {}  # (case key, batch_norm) -> list of History, one per seed
+    runs: dict[tuple[str, bool], list[_deepnet.History]] = {}  # one History per seed
     for key, _, act, scale, lr, _ in cases(cfg["lr"]):
         for bn in (False, True):
             runs[key, bn] = []
@@ -223,32 +223,32 @@ def run(out_dir: str, quick: bool) -> Report:
                           f"gradient).")
     findings = []
     for key, title, act, scale, lr, bad in all_cases:
-        plain, bn = summary[key, False], summary[key, True]
-        for flag, s in ((False, plain), (True, bn)):
+        plain, normed = summary[key, False], summary[key, True]
+        for flag, s in ((False, plain), (True, normed)):
             table.add(title, "yes" if flag else "no", s["loss"], f"{s['error']:.2%}",
                       f"{np.mean(s['sat_end']):.1%}", f"{s['sat_peak']:.1%}",
                       s["grad_ratio"], f"{s['diverged']} of {n_seeds}")
-        better = bn["loss"] < plain["loss"]
+        better = normed["loss"] < plain["loss"]
         if plain["sat_peak"] > 0.25:
             mode = (f"Without it up to {plain['sat_peak']:.0%} of the units were saturated. ")
         elif plain["grad_ratio"] < 1e-2:
             mode = (f"Without it the units were not saturated (at most "
                     f"{plain['sat_peak']:.0%}) but the gradient vanished toward the input "
                     f"(input/output layer gradient ratio {plain['grad_ratio']:.1e} at step 0, "
-                    f"{bn['grad_ratio']:.2g} with batch norm). ")
+                    f"{normed['grad_ratio']:.2g} with batch norm). ")
         elif plain["spread0"] < 0.1:
             mode = (f"Without it the units were not saturated (at most "
                     f"{plain['sat_peak']:.0%}): the signal died out on its way up (the last "
                     f"hidden layer's pre-activations spanned {plain['spread0']:.1e} between "
-                    f"their 15th and 85th percentiles at step 0, {bn['spread0']:.2g} with "
+                    f"their 15th and 85th percentiles at step 0, {normed['spread0']:.2g} with "
                     f"batch norm). ")
         else:
             mode = ""
         findings.append(
             f"{_cap(title)}: training loss {plain['loss']:.3g} without batch norm, "
-            f"{bn['loss']:.3g} with it (test error {plain['error']:.1%} vs {bn['error']:.1%}); "
-            f"saturated units at the end {np.mean(plain['sat_end']):.0%} vs "
-            f"{np.mean(bn['sat_end']):.0%}. " + mode
+            f"{normed['loss']:.3g} with it (test error {plain['error']:.1%} vs "
+            f"{normed['error']:.1%}); saturated units at the end "
+            f"{np.mean(plain['sat_end']):.0%} vs {np.mean(normed['sat_end']):.0%}. " + mode
             + ("Batch norm reached the lower loss." if better else
                "Batch norm did not reach a lower loss."))
     bad_keys = [c[0] for c in all_cases if c[5]]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 
@@ -34,7 +35,25 @@ MAIN_FIGURE = "char_lm_bpc.png"
 
 LN2 = math.log(2.0)
 TEMPERATURES = (0.5, 0.8, 1.0)
-CONFIGS = {
+
+
+class _Config(TypedDict):
+    train_chars: int | None  # None: the whole split
+    val_chars: int | None
+    embed: int
+    hidden: int
+    layers: int
+    dropout: float
+    batch: int
+    seq: int
+    steps: int
+    lr: float
+    eval_every: int
+    val_batch: int
+    sample_len: int
+
+
+CONFIGS: dict[str, _Config] = {
     # a slice of the corpus and a small model: under a minute
     "quick": dict(train_chars=200_000, val_chars=40_000, embed=32, hidden=128, layers=1,
                   dropout=0.0, batch=32, seq=64, steps=300, lr=4e-3, eval_every=50,
@@ -209,7 +228,7 @@ def run(out_dir: str, quick: bool) -> Report:
     import deepgrad as dg
 
     seed = 0
-    cfg = dict(CONFIGS["quick" if quick else "full"])
+    cfg = CONFIGS["quick" if quick else "full"].copy()
     clip = 5.0
     # training reads the text as parallel streams (state carried across windows), so only
     # the datasets' split, vocabulary and ids are used here, not their windows
@@ -218,6 +237,7 @@ def run(out_dir: str, quick: bool) -> Report:
     val_set = corpus.Shakespeare(split="val", seq_len=cfg["seq"], val_fraction=0.1, seed=seed)
     docs, train_docs, val_docs = train_set.all_documents, train_set.documents, val_set.documents
     vocab = train_set.vocab
+    assert vocab is not None  # Shakespeare always builds the vocabulary of its training text
     train_ids, val_ids = train_set.ids, val_set.ids
     if cfg["train_chars"]:
         train_ids = train_ids[:cfg["train_chars"]]

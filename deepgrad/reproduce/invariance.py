@@ -95,8 +95,8 @@ def run(out_dir: str, quick: bool) -> Report:
     ink_kept = {s: float(np.mean(shifted[s].reshape(len(x_test), -1).sum(1) / ink))
                 for s in SHIFTS}
 
-    accuracy = {}
-    predictions = {}
+    accuracy: dict[str, dict[int, float]] = {}
+    predictions: dict[str, dict[int, np.ndarray]] = {}
     params = {}
     labels = {}
     for key, label, pipeline, build in _models(quick):

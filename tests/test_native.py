@@ -683,3 +683,61 @@ def test_optimizer_native_skips_overlapping_operands(monkeypatch):
     p.grad = dg.from_numpy(buf[_native.MIN_ELEMENTS:])
     dg.optim.SGD([p], lr=0.5).step()
     assert spy.calls == 0
+
+
+# ---- batch normalization ------------------------------------------------------------------------
+def _batch_norm_run(native: bool, dt, shape, affine: bool) -> list:
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(shape) * 3 + 1.5).astype(dt)
+    g = rng.standard_normal(shape).astype(dt)
+    with _native.enabled(native):
+        bn = dg.nn.BatchNorm2d(shape[1], affine=affine) if len(shape) == 4 else \
+            dg.nn.BatchNorm1d(shape[1], affine=affine)
+        bn.to(dg.float64 if dt == np.float64 else dg.float32)
+        if affine:
+            bn.weight.data[...] = rng.standard_normal(shape[1])
+            bn.bias.data[...] = rng.standard_normal(shape[1])
+        t = dg.from_numpy(x).requires_grad_(True)
+        y = bn(t)
+        y.backward(dg.from_numpy(g))
+        out = [y.data.copy(), t.grad.data.copy(), bn.running_mean.data.copy(),
+               bn.running_var.data.copy()]
+        if affine:
+            out += [bn.weight.grad.data.copy(), bn.bias.grad.data.copy()]
+    return out
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(4, 3, 9, 7), (2, 5, 40), (3, 2, 16, 16)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_native_matches_numpy(monkeypatch, dt, shape, affine):
+    """Runs of 63, 40 and 256 values: whole and partial vectors of lanes."""
+    spies = [_Spy(monkeypatch, k) for k in ("batch_norm_forward", "batch_norm_backward")]
+    native = _batch_norm_run(True, dt, shape, affine)
+    assert [s.calls for s in spies] == [1, 1]
+    reference = _batch_norm_run(False, dt, shape, affine)
+    tol = 2e-5 if dt == np.float32 else 1e-12
+    for a, b in zip(native, reference):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, np.abs(b).max()))
+
+
+@needs_kernels
+def test_batch_norm_short_runs_stay_on_numpy(monkeypatch):
+    spy = _Spy(monkeypatch, "batch_norm_forward")
+    _batch_norm_run(True, np.float32, (8, 6), True)  # (N, C): one value per image and channel
+    _batch_norm_run(True, np.float32, (8, 6, 3, 3), True)  # runs of 9
+    assert spy.calls == 0
+
+
+@needs_kernels
+def test_batch_norm_native_passes_gradcheck(monkeypatch):
+    from deepgrad.autograd.gradcheck import gradcheck
+    spy = _Spy(monkeypatch, "batch_norm_backward")
+    rng = np.random.default_rng(2)
+    x = dg.from_numpy(rng.standard_normal((3, 2, 4, 5))).requires_grad_(True)  # runs of 20
+    w = dg.from_numpy(rng.standard_normal(2)).requires_grad_(True)
+    b = dg.from_numpy(rng.standard_normal(2)).requires_grad_(True)
+    assert gradcheck(lambda x, w, b: dg.nn.functional.batch_norm(x, None, None, w, b,
+                                                                 training=True), (x, w, b))
+    assert spy.calls > 0

@@ -60,6 +60,8 @@ _SIGNATURES: dict[str, tuple] = {
     "sigmoid_backward": (_P, _P, _P, _L),
     "relu_backward": (_P, _P, _P, _L),
     "relu_forward": (_P, _P, _L),
+    "batch_norm_forward": (_P, _L, _L, _L, _P, _P, ctypes.c_double, _P, _P, _P, _P, _P),
+    "batch_norm_backward": (_P, _P, _L, _L, _L, _P, _P, _P, _P, _P),
     "sgd_update": (_P, _P, _P, _L, "T", "T", "T", "T", _I),
     "adam_update": (_P, _P, _P, _P, _P, _L, "T", "T", "T", "T", "T", "T", "T", "T", _I),
     "conv2d_direct": (_P, _L, _L, _L, _L, _P, _L, _L, _L, _P, _P, _L, _L, _L, _L, _L, _L, _L,
@@ -102,6 +104,8 @@ class Kernels:
     sigmoid_backward: dict[np.dtype, Any]
     relu_backward: dict[np.dtype, Any]
     relu_forward: dict[np.dtype, Any]
+    batch_norm_forward: dict[np.dtype, Any]
+    batch_norm_backward: dict[np.dtype, Any]
     sgd_update: dict[np.dtype, Any]
     adam_update: dict[np.dtype, Any]
     conv2d_direct: dict[np.dtype, Any]

@@ -1351,3 +1351,102 @@ WINOGRAD_WEIGHT(float, f32)
 WINOGRAD_WEIGHT(double, f64)
 WINOGRAD_DRIVER(float, f32)
 WINOGRAD_DRIVER(double, f64)
+
+/* ---- batch normalization with batch statistics ----------------------------------------------
+ * deepgrad/ops/nn_ops.py: BatchNorm in training, x (N, C, L) C-contiguous. Per channel: the mean
+ * and the biased variance in two passes, then xhat = (x - mean) * invstd and y = xhat * w + b in
+ * a third; backward the two sums of g and g * xhat, then the input gradient in one pass. The
+ * NumPy path takes about ten passes over the array, each allocating its result. Sums go through
+ * VL lanes and are totalled in double, so results equal the NumPy path's to rounding (they are
+ * the more exact ones for large channels). */
+#define BN_VEC(T, S)                                                                            \
+/* sum over the runs x + n * stride, n < N, of L values each, of f(v) with f given by mode:     \
+ * 0: v, 1: (v - shift)^2, 2: v * y[same place] */                                              \
+static double bn_sum_##S(const T *restrict x, const T *restrict y, long N, long stride, long L, \
+                         T shift, int mode) {                                                   \
+    double total = 0;                                                                           \
+    enum { VL = 64 / sizeof(T) };                                                               \
+    for (long n = 0; n < N; n++) {                                                              \
+        const T *p = x + n * stride, *q = y ? y + n * stride : 0;                               \
+        vec_##S a0 = {0}, a1 = {0};                                                             \
+        long l = 0;                                                                             \
+        for (; l + 2 * VL <= L; l += 2 * VL) {                                                  \
+            vec_##S v0, v1;                                                                     \
+            memcpy(&v0, p + l, sizeof v0);                                                      \
+            memcpy(&v1, p + l + VL, sizeof v1);                                                 \
+            if (mode == 1) {                                                                    \
+                v0 -= shift; v1 -= shift;                                                       \
+                v0 *= v0; v1 *= v1;                                                             \
+            } else if (mode == 2) {                                                             \
+                vec_##S w0, w1;                                                                 \
+                memcpy(&w0, q + l, sizeof w0);                                                  \
+                memcpy(&w1, q + l + VL, sizeof w1);                                             \
+                v0 *= w0; v1 *= w1;                                                             \
+            }                                                                                   \
+            a0 += v0; a1 += v1;                                                                 \
+        }                                                                                       \
+        a0 += a1;                                                                               \
+        double s = 0;                                                                           \
+        for (int k = 0; k < VL; k++) s += a0[k];                                                \
+        for (; l < L; l++) {                                                                    \
+            T v = p[l];                                                                         \
+            if (mode == 1) { v -= shift; v *= v; }                                              \
+            else if (mode == 2) v *= q[l];                                                      \
+            s += v;                                                                             \
+        }                                                                                       \
+        total += s;                                                                             \
+    }                                                                                           \
+    return total;                                                                               \
+}                                                                                               \
+                                                                                                \
+/* mean, var (biased) and invstd = 1 / sqrt(var + eps) per channel; xhat and y as above (w, b   \
+ * may be NULL: 1 and 0) */                                                                     \
+void batch_norm_forward_##S(const T *restrict x, long N, long C, long L, const T *w,           \
+                            const T *b, double eps, T *restrict mean, T *restrict var,          \
+                            T *restrict invstd, T *restrict xhat, T *restrict y) {             \
+    double m = (double)N * (double)L;                                                           \
+    for (long c = 0; c < C; c++) {                                                              \
+        const T *xc = x + c * L;                                                                \
+        T mu = (T)(bn_sum_##S(xc, 0, N, C * L, L, 0, 0) / m);                                    \
+        T v = (T)(bn_sum_##S(xc, 0, N, C * L, L, mu, 1) / m);                                    \
+        T is = (T)(1.0 / sqrt((double)v + eps));                                                \
+        T scale = w ? w[c] : (T)1, shift = b ? b[c] : (T)0;                                     \
+        mean[c] = mu;                                                                           \
+        var[c] = v;                                                                             \
+        invstd[c] = is;                                                                         \
+        for (long n = 0; n < N; n++) {                                                          \
+            const T *p = xc + n * C * L;                                                        \
+            T *h = xhat + (n * C + c) * L, *o = y + (n * C + c) * L;                            \
+            for (long l = 0; l < L; l++) {                                                      \
+                T d = (p[l] - mu) * is;                                                         \
+                h[l] = d;                                                                       \
+                o[l] = d * scale + shift;                                                       \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* gsum = sum of g, gxsum = sum of g * xhat per channel; with gx, the input gradient            \
+ * gx = (g - gsum / m - xhat * gxsum / m) * invstd * w (w may be NULL: 1) */                    \
+void batch_norm_backward_##S(const T *restrict g, const T *restrict xhat, long N, long C,       \
+                             long L, const T *restrict invstd, const T *w,                     \
+                             T *restrict gsum, T *restrict gxsum, T *gx) {                     \
+    double m = (double)N * (double)L;                                                           \
+    for (long c = 0; c < C; c++) {                                                              \
+        const T *gc = g + c * L, *hc = xhat + c * L;                                            \
+        double s = bn_sum_##S(gc, 0, N, C * L, L, 0, 0);                                        \
+        double sx = bn_sum_##S(gc, hc, N, C * L, L, 0, 2);                                      \
+        gsum[c] = (T)s;                                                                         \
+        gxsum[c] = (T)sx;                                                                       \
+        if (!gx) continue;                                                                      \
+        T a = (T)(s / m), bx = (T)(sx / m), k = invstd[c] * (w ? w[c] : (T)1);                  \
+        for (long n = 0; n < N; n++) {                                                          \
+            const T *gp = gc + n * C * L, *hp = hc + n * C * L;                                 \
+            T *o = gx + (n * C + c) * L;                                                        \
+            for (long l = 0; l < L; l++) o[l] = (gp[l] - a - hp[l] * bx) * k;                   \
+        }                                                                                       \
+    }                                                                                           \
+}
+
+BN_VEC(float, f32)
+BN_VEC(double, f64)

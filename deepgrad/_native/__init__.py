@@ -60,6 +60,7 @@ _SIGNATURES: dict[str, tuple] = {
     "sigmoid_backward": (_P, _P, _P, _L),
     "relu_backward": (_P, _P, _P, _L),
     "relu_forward": (_P, _P, _L),
+    "bias_relu": (_P, _P, _L, _L),
     "batch_norm_forward": (_P, _L, _L, _L, _P, _P, ctypes.c_double, _P, _P, _P, _P, _P),
     "batch_norm_backward": (_P, _P, _L, _L, _L, _P, _P, _P, _P, _P),
     "sgd_update": (_P, _P, _P, _L, "T", "T", "T", "T", _I),
@@ -104,6 +105,7 @@ class Kernels:
     sigmoid_backward: dict[np.dtype, Any]
     relu_backward: dict[np.dtype, Any]
     relu_forward: dict[np.dtype, Any]
+    bias_relu: dict[np.dtype, Any]
     batch_norm_forward: dict[np.dtype, Any]
     batch_norm_backward: dict[np.dtype, Any]
     sgd_update: dict[np.dtype, Any]

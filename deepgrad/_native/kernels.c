@@ -201,6 +201,18 @@ void relu_forward_##S(const T *x, T *out, long n) {                             
     for (long k = 0; k < n; k++) out[k] = x[k] <= 0 ? (T)0 : x[k];                              \
 }                                                                                               \
                                                                                                 \
+/* y = max(y + b, 0) in place over rows of y (rows, cols), b (cols): a Linear's bias and the  \
+ * ReLU after it in one pass, the same bits as the add and then relu_forward */                \
+void bias_relu_##S(T *restrict y, const T *restrict b, long rows, long cols) {                  \
+    for (long r = 0; r < rows; r++) {                                                           \
+        T *yr = y + r * cols;                                                                   \
+        for (long k = 0; k < cols; k++) {                                                       \
+            T v = yr[k] + b[k];                                                                 \
+            yr[k] = v <= 0 ? (T)0 : v;                                                          \
+        }                                                                                       \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
 /* the mask y > 0 as 1 or 0, times g: NaN in y passes no gradient; g * 0 keeps its sign */      \
 void relu_backward_##S(const T *restrict y, const T *restrict g, T *restrict out, long n) {    \
     for (long k = 0; k < n; k++) out[k] = g[k] * (y[k] > 0 ? (T)1 : (T)0);                      \

@@ -38,7 +38,7 @@ import numpy as np
 
 from . import load_once, switched
 
-__all__ = ["matmul", "addmm", "prepared", "status", "enabled", "available"]
+__all__ = ["matmul", "prepared", "status", "enabled", "available"]
 
 # Products of fewer multiply-adds (m*n*k) stay with NumPy. OpenBLAS runs them on one thread (its
 # threshold is 4 x 65536), so its worker threads never wake to spin beside MKL's, and NumPy's
@@ -329,23 +329,6 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     if out is None:
         return np.matmul(a, b)
     return np.matmul(a, b, out=out)
-
-
-def addmm(bias: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``bias + a @ b`` as a new array, for 2-d ``a``, ``b`` and a ``bias`` of shape (n,).
-
-    Through MKL the bias rows are written first and the GEMM adds its product onto them, so
-    the sum takes no separate pass over the output (``Linear``'s bias add cost about 7% of an
-    MLP's inference before)."""
-    if (a.ndim == 2 and b.ndim == 2 and bias.ndim == 1 and bias.dtype == a.dtype
-            and bias.shape[0] == b.shape[-1] and _suits(a, b)):
-        out = np.empty((a.shape[0], b.shape[1]), a.dtype)
-        out[...] = bias
-        if _gemm(a, b, out, 1.0) is not None:
-            return out
-    y = matmul(a, b)
-    y += bias
-    return y
 
 
 def _stacked(a: np.ndarray, b: np.ndarray, out: np.ndarray | None):

@@ -457,9 +457,36 @@ def _tanh_grad(y: np.ndarray, grad: np.ndarray) -> np.ndarray:
     return out
 
 
-# name -> (forward into an array, gradient from the output), for floating-point arrays
-ACTIVATIONS = {"relu": (_relu_into, _relu_grad), "sigmoid": (_sigmoid_into, _sigmoid_grad),
-               "tanh": (_tanh_into, _tanh_grad)}
+def _add_rows(y: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """y += bias along the last axis, in place (a layer's bias on its product)."""
+    return np.add(y, bias, out=y)
+
+
+def _relu_biased(y: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    # one native pass for the add and the ReLU where it applies: the same bits as the two
+    k = _native.unary_operands(y, y)
+    if (k is None or bias.dtype != y.dtype or bias.shape != y.shape[-1:]
+            or not bias.flags.c_contiguous):
+        return _relu_into(_add_rows(y, bias), y)
+    addr = _native.address
+    cols = bias.shape[0]
+    k.bias_relu[y.dtype](addr(y), addr(bias), y.size // cols, cols)
+    return y
+
+
+def _sigmoid_biased(y: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    return _sigmoid_into(_add_rows(y, bias), y)
+
+
+def _tanh_biased(y: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    return _tanh_into(_add_rows(y, bias), y)
+
+
+# name -> (forward into an array, gradient from the output, forward of y + bias in place on y),
+# for floating-point arrays
+ACTIVATIONS = {"relu": (_relu_into, _relu_grad, _relu_biased),
+               "sigmoid": (_sigmoid_into, _sigmoid_grad, _sigmoid_biased),
+               "tanh": (_tanh_into, _tanh_grad, _tanh_biased)}
 
 
 class Relu(Function):

@@ -16,7 +16,8 @@ from .elementwise import ACTIVATIONS
 
 class _Activated(Function):
     """Mixed in before a single-output op: its forward, then the activation on the output;
-    backward the activation's gradient, then the op's."""
+    backward the activation's gradient, then the op's. An op with ``forward_unbiased`` (its
+    output before the bias, and the bias) gets the bias added in the activation's pass."""
 
     saves_output = True  # the activation's gradient reads it
 
@@ -28,9 +29,18 @@ class _Activated(Function):
     def grad_of(y, grad):
         raise NotImplementedError
 
+    @staticmethod
+    def biased(y, bias):
+        raise NotImplementedError
+
     def forward(self, *args, **params):
-        y = super().forward(*args, **params)
-        self.y = self.into(y, y)
+        unbiased = getattr(super(), "forward_unbiased", None)
+        if unbiased is not None:
+            y, bias = unbiased(*args, **params)
+            self.y = self.into(y, y) if bias is None else self.biased(y, bias)
+        else:
+            y = super().forward(*args, **params)
+            self.y = self.into(y, y)
         return self.y
 
     def backward(self, grad):
@@ -42,5 +52,5 @@ def activated(op: type[Function]) -> dict[str, type[Function]]:
     subclass of ``op`` named e.g. ``LinearRelu`` (its nodes print as ``LinearReluBackward``)."""
     return {name: type(f"{op.__name__}{name.capitalize()}", (_Activated, op),
                        {"into": staticmethod(into), "grad_of": staticmethod(grad_of),
-                        "__module__": op.__module__})
-            for name, (into, grad_of) in ACTIVATIONS.items()}
+                        "biased": staticmethod(biased), "__module__": op.__module__})
+            for name, (into, grad_of, biased) in ACTIVATIONS.items()}

@@ -16,8 +16,7 @@ from .elementwise import ACTIVATIONS
 
 class _Activated(Function):
     """Mixed in before a single-output op: its forward, then the activation on the output;
-    backward the activation's gradient, then the op's. An op with ``forward_unbiased`` (its
-    output before the bias, and the bias) gets the bias added in the activation's pass."""
+    backward the activation's gradient, then the op's."""
 
     saves_output = True  # the activation's gradient reads it
 
@@ -34,23 +33,29 @@ class _Activated(Function):
         raise NotImplementedError
 
     def forward(self, *args, **params):
-        unbiased = getattr(super(), "forward_unbiased", None)
-        if unbiased is not None:
-            y, bias = unbiased(*args, **params)
-            self.y = self.into(y, y) if bias is None else self.biased(y, bias)
-        else:
-            y = super().forward(*args, **params)
-            self.y = self.into(y, y)
+        y = super().forward(*args, **params)
+        self.y = self.into(y, y)
         return self.y
 
     def backward(self, grad):
         return super().backward(self.grad_of(self.y, grad))
 
 
+class _ActivatedBiased(_Activated):
+    """``_Activated`` for an op with ``forward_unbiased`` (its output before the bias, and the
+    bias): the bias is added in the activation's pass."""
+
+    def forward(self, *args, **params):
+        y, bias = super().forward_unbiased(*args, **params)
+        self.y = self.into(y, y) if bias is None else self.biased(y, bias)
+        return self.y
+
+
 def activated(op: type[Function]) -> dict[str, type[Function]]:
     """``{activation: op followed by it}`` for the activations of ``ACTIVATIONS``, each a
     subclass of ``op`` named e.g. ``LinearRelu`` (its nodes print as ``LinearReluBackward``)."""
-    return {name: type(f"{op.__name__}{name.capitalize()}", (_Activated, op),
+    mixin = _ActivatedBiased if hasattr(op, "forward_unbiased") else _Activated
+    return {name: type(f"{op.__name__}{name.capitalize()}", (mixin, op),
                        {"into": staticmethod(into), "grad_of": staticmethod(grad_of),
                         "biased": staticmethod(biased), "__module__": op.__module__})
             for name, (into, grad_of, biased) in ACTIVATIONS.items()}

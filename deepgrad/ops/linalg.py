@@ -93,9 +93,8 @@ class Linear(Function):
 
     def forward(self, x, w, b):
         y, b = self.forward_unbiased(x, w, b)
-        if b is not None:
-            np.add(y, b, out=y)
-        return y
+        # the add the fused activations make too (elementwise.ACTIVATIONS), so their bits agree
+        return y if b is None else elementwise._add_rows(y, b)
 
     def forward_unbiased(self, x, w, b):
         """``(x @ w.T, b)``: the product, and the bias still to add."""

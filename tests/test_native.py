@@ -13,6 +13,7 @@ import pytest
 
 import deepgrad as dg
 from deepgrad import _native
+from deepgrad._native import mkl
 from deepgrad.ops import rnn
 
 needs_kernels = pytest.mark.skipif(_native.lib() is None, reason=_native.status())
@@ -256,6 +257,78 @@ def test_build_goes_to_the_cache_once_and_is_reused(tmp_path):
     assert second == first
     assert built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
     assert [p.name for p in (tmp_path / "native").iterdir()] == [built[0].name]  # no leftovers
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("batch_first, bidirectional, initial",
+                         [(True, False, True), (False, True, False), (True, True, True)])
+def test_lstm_sequence_kernels_equal_the_step_loops_bit_for_bit(monkeypatch, dt, batch_first,
+                                                                bidirectional, initial):
+    """Where MKL takes the step products, a direction's whole time loop runs in one kernel
+    (lstm_forward_seq, lstm_backward_seq) calling MKL and NumPy's own tanh loop: the same
+    bits as the Python loop over the step kernels and as the NumPy loop, with and without
+    a graph to record."""
+    if not (mkl.available() and _native.ufunc_loop(np.tanh, dt)):
+        pytest.skip("needs MKL and NumPy's tanh loop")
+    size = dict(layers=2, T=9, N=16, I=20, H=64)  # step products above mkl.MIN_MACS
+    D = 2 if bidirectional else 1
+    forward, backward = _Spy(monkeypatch, "lstm_forward_seq"), _Spy(monkeypatch,
+                                                                    "lstm_backward_seq")
+    whole = _lstm_run(True, dt, batch_first, bidirectional, initial, **size)
+    assert forward.calls == backward.calls == 2 * D
+    with dg.no_grad(), _native.enabled(True):  # the forward that keeps no gate blocks
+        dg.manual_seed(0)
+        m = dg.nn.LSTM(20, 64, num_layers=2, batch_first=batch_first,
+                       bidirectional=bidirectional)
+        if dt == np.float64:
+            m = m.double()
+        x = np.random.default_rng(1).standard_normal((16, 9, 20) if batch_first else
+                                                     (9, 16, 20)).astype(dt)
+        if not initial:
+            out, (hn, cn) = m(dg.from_numpy(x))
+            for a, b in zip(whole[:3], (out.data, hn.data, cn.data)):
+                np.testing.assert_array_equal(a, b)
+    assert forward.calls == (2 * D if initial else 4 * D)
+    monkeypatch.setattr(rnn, "_sequence", lambda *args: None)
+    steps = _lstm_run(True, dt, batch_first, bidirectional, initial, **size)
+    reference = _lstm_run(False, dt, batch_first, bidirectional, initial, **size)
+    assert forward.calls == (2 * D if initial else 4 * D)  # neither run used them
+    for a, b, c in zip(whole, steps, reference):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("ufunc", [np.tanh, np.exp, np.negative])
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_ufunc_loop_is_numpys_own_loop(ufunc, dt):
+    """The loop handed to kernels gives the ufunc's bits, strided and in place included."""
+    found = _native.ufunc_loop(ufunc, dt)
+    if found is None:
+        pytest.skip("not found on this NumPy build")
+    import ctypes
+    loop = _native._LOOP(found[0])
+    x = np.random.default_rng(0).standard_normal(203).astype(dt) * 5
+    x[:4] = [np.nan, -np.inf, -0.0, 1e-6]
+    y = np.full(2 * x.size, 7, dt)
+    isz = np.dtype(dt).itemsize
+    loop((ctypes.c_void_p * 2)(x.ctypes.data, y.ctypes.data), (ctypes.c_ssize_t * 1)(x.size),
+         (ctypes.c_ssize_t * 2)(isz, 2 * isz), found[1])
+    with np.errstate(all="ignore"):
+        want = ufunc(x)
+    np.testing.assert_array_equal(y[::2], want)
+    assert (y[1::2] == 7).all()
+    assert np.array_equal(np.signbit(y[::2]), np.signbit(want))
+    z = x.copy()
+    loop((ctypes.c_void_p * 2)(z.ctypes.data, z.ctypes.data), (ctypes.c_ssize_t * 1)(z.size),
+         (ctypes.c_ssize_t * 2)(isz, isz), found[1])
+    np.testing.assert_array_equal(z, want)
+
+
+def test_ufunc_loop_declines_what_it_cannot_serve():
+    assert _native.ufunc_loop(np.add, np.float32) is None  # two inputs
+    assert _native.ufunc_loop(np.tanh, np.int8) is None  # no int8 -> int8 loop
+    assert _native.ufunc_loop(np.tanh, np.float32) is _native.ufunc_loop(np.tanh, np.float32)
 
 
 def test_import_does_not_build():

@@ -36,7 +36,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["lib", "for_dtype", "status", "enabled", "address", "threads"]
+__all__ = ["lib", "for_dtype", "status", "enabled", "address", "threads", "ufunc_loop"]
 
 _SOURCE = Path(__file__).with_name("kernels.c")
 # -ffp-contract=off: no fused multiply-adds, which would round differently from NumPy's
@@ -77,6 +77,10 @@ _SIGNATURES: dict[str, tuple] = {
                       _P),
     "winograd_weight_grad": (_P, _L, _L, _L, _L, _L, _L, _P, _L, _L, _L, _L, _I, _P, _L, _P,
                              _P, _P),
+    "lstm_forward_seq": (_P, _L, _P, _L, _P, _L, _P, _L, _P, _L, _P, _P, _P, _L, _L, _L, _L, _L,
+                         _I, _P, _P, _P),
+    "lstm_backward_seq": (_P, _P, _P, _P, _P, _L, _L, _P, _L, _L, _L, _P, _P, _P, _P, _P, _L,
+                          _L, _L, _L, _L, _I, _P),
 }
 
 
@@ -119,6 +123,8 @@ class Kernels:
     winograd_workspace: dict[np.dtype, Any]
     winograd_conv: dict[np.dtype, Any]
     winograd_weight_grad: dict[np.dtype, Any]
+    lstm_forward_seq: dict[np.dtype, Any]
+    lstm_backward_seq: dict[np.dtype, Any]
     max_pool_2x2: dict[np.dtype, Any]
     max_pool_2x2_backward: dict[np.dtype, Any]
     avg_pool_2x2: dict[np.dtype, Any]
@@ -320,3 +326,62 @@ def address(a: np.ndarray) -> int:
         return ctypes.addressof(_char.from_buffer(a))  # type: ignore[arg-type]
     except (TypeError, ValueError, BufferError):
         return a.ctypes.data
+
+
+# PyUFuncObject's fields up to `types`, as numpy/ufuncobject.h declares them (public C API)
+class _UFuncHead(ctypes.Structure):
+    _fields_ = [("refcnt", ctypes.c_ssize_t), ("type", _P), ("nin", _I), ("nout", _I),
+                ("nargs", _I), ("identity", _I), ("functions", ctypes.POINTER(_P)),
+                ("data", ctypes.POINTER(_P)), ("ntypes", _I), ("reserved1", _I),
+                ("name", ctypes.c_char_p), ("types", ctypes.POINTER(ctypes.c_char))]
+
+
+_LOOP = ctypes.CFUNCTYPE(None, ctypes.POINTER(_P), ctypes.POINTER(ctypes.c_ssize_t),
+                         ctypes.POINTER(ctypes.c_ssize_t), _P)
+_loops: dict[tuple, tuple[int, int] | None] = {}
+
+
+def ufunc_loop(ufunc: np.ufunc, dt) -> tuple[int, int] | None:
+    """``(loop, data)``: the addresses of NumPy's own inner loop of the one-input ufunc for
+    dtype ``dt`` and of its data, for a kernel that calls it as NumPy does (``loop(args,
+    dimensions, steps, data)``), or None where it cannot be found.
+
+    A kernel's loop over time steps calls ``np.tanh``'s loop this way and so gets the bits
+    ``np.tanh`` gives (NumPy's SIMD tanh, which a portable C tanh does not match in speed or
+    in bits). The loop is read from the ufunc's C struct and checked on special and ordinary
+    values against the ufunc itself before it is handed out."""
+    dt = np.dtype(dt)
+    key = (ufunc, dt)
+    if key not in _loops:
+        _loops[key] = _find_loop(ufunc, dt)
+    return _loops[key]
+
+
+def _find_loop(ufunc: np.ufunc, dt: np.dtype) -> tuple[int, int] | None:
+    if platform.python_implementation() != "CPython" or ufunc.nin != 1 or ufunc.nout != 1:
+        return None
+    head = _UFuncHead.from_address(id(ufunc))
+    name = (head.name or b"").decode(errors="replace")
+    if (head.nin, head.nout, head.nargs, name) != (1, 1, 2, ufunc.__name__):
+        return None
+    if not 0 < head.ntypes == ufunc.ntypes:
+        return None
+    codes = head.types[:2 * head.ntypes]
+    for i in range(head.ntypes):
+        if codes[2 * i] == codes[2 * i + 1] == dt.num:
+            loop, data = head.functions[i], head.data[i] if head.data else None
+            break
+    else:
+        return None
+    if not loop:
+        return None
+    x = np.concatenate([np.linspace(-20, 20, 1001, dtype=dt),
+                        np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-30, -1e-30], dt)])
+    y = np.empty_like(x)
+    _LOOP(loop)((_P * 2)(x.ctypes.data, y.ctypes.data), (ctypes.c_ssize_t * 1)(x.size),
+                (ctypes.c_ssize_t * 2)(dt.itemsize, dt.itemsize), data)
+    want = ufunc(x)
+    if not (np.array_equal(y, want, equal_nan=True)
+            and np.array_equal(np.signbit(y), np.signbit(want))):
+        return None
+    return loop, data or 0

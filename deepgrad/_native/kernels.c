@@ -1364,6 +1364,89 @@ WINOGRAD_WEIGHT(double, f64)
 WINOGRAD_DRIVER(float, f32)
 WINOGRAD_DRIVER(double, f64)
 
+/* ---- the LSTM's time loop ------------------------------------------------------------------
+ * deepgrad/ops/rnn.py: LSTMLayer's loops over the time steps of one direction, with MKL's GEMM
+ * (deepgrad/_native/mkl.py: native_gemm) and NumPy's own inner loop of np.tanh for the dtype
+ * (deepgrad/_native/__init__.py: ufunc_loop) passed in. Each step makes the calls the Python
+ * loops make (_forward_native, _backward_native), with the same arguments, so the results are
+ * the same bits; what goes is the interpreter between them, about a tenth of the layer. */
+typedef void (*ufunc_loop_fn)(char **, const long *, const long *, void *);
+
+#define LSTM_SEQUENCE(T, S)                                                                     \
+static void lstm_tanh_##S(ufunc_loop_fn loop, void *data, T *x, T *y, long n) {                 \
+    char *args[2] = {(char *)x, (char *)y};                                                     \
+    long dims[1] = {n}, steps[2] = {sizeof(T), sizeof(T)};                                      \
+    loop(args, dims, steps, data);                                                              \
+}                                                                                               \
+                                                                                                \
+/* Forward over `steps` steps, in reverse order with `reverse`. w (4H, K): the gate weights;    \
+ * cols (K rows, ld apart): step t's GEMM input [h; x_t; 1] at column t * N, whose h rows the   \
+ * step before writes. Step t's gate block (4H, N), cell and tanh(cell) (H, N) are at           \
+ * a + (t % a_mod) * 4HN, c + (t % c_mod) * HN, tc + (t % tc_mod) * HN (a_mod = steps to keep   \
+ * every step's, fewer to reuse buffers). c_init (H, N): the cell before the first step;        \
+ * h_last (H, N): the state after the last; out + t * out_st: step t's output (N, H), rows      \
+ * out_sn apart. */                                                                             \
+void lstm_forward_seq_##S(const T *w, long K, T *cols, long ld, T *a, long a_mod, T *c,         \
+                          long c_mod, T *tc, long tc_mod, const T *c_init, T *h_last, T *out,   \
+                          long out_st, long out_sn, long H, long N, long steps, int reverse,    \
+                          void *gemm, void *tanh_loop, void *tanh_data) {                       \
+    long hn = H * N;                                                                            \
+    const T *c_prev = c_init;                                                                   \
+    for (long s = 0; s < steps; s++) {                                                          \
+        long t = reverse ? steps - 1 - s : s, next = reverse ? t - 1 : t + 1;                   \
+        T *at = a + (t % a_mod) * 4 * hn, *ct = c + (t % c_mod) * hn;                           \
+        T *tct = tc + (t % tc_mod) * hn;                                                        \
+        ((gemm_##S##_fn)gemm)(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, 4 * H, N, K, 1,  \
+                              w, K, cols + t * N, ld, 0, at, N);                                \
+        lstm_tanh_##S((ufunc_loop_fn)tanh_loop, tanh_data, at, at, 4 * hn);                     \
+        lstm_gates_##S(at, c_prev, ct, hn);                                                     \
+        lstm_tanh_##S((ufunc_loop_fn)tanh_loop, tanh_data, ct, tct, hn);                        \
+        if (0 <= next && next < steps)                                                          \
+            lstm_output_##S(at + 2 * hn, tct, cols + next * N, ld, out + t * out_st, H, N,      \
+                            out_sn);                                                            \
+        else                                                                                    \
+            lstm_output_##S(at + 2 * hn, tct, h_last, N, out + t * out_st, H, N, out_sn);       \
+        c_prev = ct;                                                                            \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* Backpropagation through the steps of lstm_forward_seq, last step first. a (steps, 4H, N):    \
+ * the gate activations, overwritten with the gradients of their pre-activations; tc, c         \
+ * (steps, H, N) and c_init as saved. The carried state gradient enters as ghn (N, H) with      \
+ * strides (gn_n, gn_j) (the grad of h_n), and step t's output gradient is gout + t * g_st,     \
+ * strides (gn, gj). dc (H, N): the carried cell gradient, in and out; dh (H, N): scratch; rec  \
+ * (H, N): the grad of the state before the last step done. whp (4H, H): W_hh in gate order.    \
+ * Every `chunk` steps, the finished gate blocks are copied into dz (4H rows, ldz apart), step  \
+ * t at column t * N, while they are still in cache. */                                         \
+void lstm_backward_seq_##S(T *a, const T *tc, const T *c, const T *c_init, const T *ghn,        \
+                           long gn_n, long gn_j, const T *gout, long g_st, long gn, long gj,    \
+                           T *dc, T *dh, T *rec, const T *whp, T *dz, long ldz, long chunk,     \
+                           long H, long N, long steps, int reverse, void *gemm) {               \
+    long hn = H * N, pending = 0;                                                               \
+    const T *src = ghn;                                                                         \
+    long rj = gn_j, rn = gn_n;                                                                  \
+    for (long s = 0; s < steps; s++) {                                                          \
+        long t = reverse ? s : steps - 1 - s, prev = reverse ? t + 1 : t - 1;                   \
+        T *at = a + t * 4 * hn;                                                                 \
+        lstm_backward_step_##S(at, tc + t * hn, 0 <= prev && prev < steps ? c + prev * hn       \
+                               : c_init, (T *)src, rj, rn, gout + t * g_st, gn, gj, dc, dh, H,  \
+                               N, s > 0);                                                       \
+        ((gemm_##S##_fn)gemm)(CBLAS_ROW_MAJOR, CBLAS_TRANS, CBLAS_NO_TRANS, H, N, 4 * H, 1,     \
+                              whp, H, at, N, 0, rec, N);                                        \
+        src = rec, rj = N, rn = 1;                                                              \
+        if (++pending == chunk || s == steps - 1) {                                             \
+            long lo = reverse ? t - pending + 1 : t;                                            \
+            for (long g = 0; g < 4 * H; g++)                                                    \
+                for (long u = lo; u < lo + pending; u++)                                        \
+                    memcpy(dz + g * ldz + u * N, a + u * 4 * hn + g * N, N * sizeof(T));        \
+            pending = 0;                                                                        \
+        }                                                                                       \
+    }                                                                                           \
+}
+
+LSTM_SEQUENCE(float, f32)
+LSTM_SEQUENCE(double, f64)
+
 /* ---- batch normalization with batch statistics ----------------------------------------------
  * deepgrad/ops/nn_ops.py: BatchNorm in training, x (N, C, L) C-contiguous. Per channel: the mean
  * and the biased variance in two passes, then xhat = (x - mean) * invstd and y = xhat * w + b in

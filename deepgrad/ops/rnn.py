@@ -77,6 +77,19 @@ def _kernels(xp, dt):
     return _native.for_dtype(dt) if xp is np else None
 
 
+def _sequence(a, b, out):
+    """``(gemm, tanh loop, its data)`` for a native loop over time steps whose product is
+    ``a @ b`` into ``out``: where MKL takes that product (as ``_step_product`` would) and
+    NumPy's tanh loop for the dtype is found (``_native.ufunc_loop``); else None."""
+    if mkl.prepared(a, b, out) is None:
+        return None
+    gemm = mkl.native_gemm(a.dtype)[0]
+    loop = _native.ufunc_loop(np.tanh, a.dtype)
+    if gemm is None or loop is None:
+        return None
+    return gemm, loop[0], loop[1]
+
+
 def _addresses(blocks, n: int) -> list:
     """Addresses of ``blocks[0..n)``: the blocks of a contiguous array, or a list of arrays."""
     if isinstance(blocks, np.ndarray):
@@ -398,18 +411,19 @@ class LSTMLayer(_RecurrentLayer):
             A = _empty(xp, (T, H4, N), dt)
             C = _empty(xp, (T, H, N), dt)
             TC = _empty(xp, (T, H, N), dt)
+            stores = (A, T, C, T, TC, T)
         else:  # nothing to save: a few buffers that stay in cache
-            A = [_empty(xp, (H4, N), dt)] * T
-            cells = (_empty(xp, (H, N), dt), _empty(xp, (H, N), dt))
-            C = [cells[t % 2] for t in range(T)]
-            TC = [_empty(xp, (H, N), dt)] * T
+            a, cells, tc = (_empty(xp, (H4, N), dt), _empty(xp, (2, H, N), dt),
+                            _empty(xp, (H, N), dt))
+            A, C, TC = [a] * T, [cells[t % 2] for t in range(T)], [tc] * T
+            stores = (a, 1, cells, 2, tc, 1)  # step t's block: number t % (the count)
         h_last = _empty(xp, (H, N), dt)
         c_init = self._initial(c0, _empty(xp, (H, N), dt))
         hx = cols if self.need_hx else None
         kern = _kernels(xp, dt)
         if kern is not None and all(o.strides[1] == o.itemsize for o in outs):
             self._forward_native(kern, w, A, C, TC, cols, HP, c_init, h_last, outs, order, hn,
-                                 cn)
+                                 cn, stores)
             return A, C, TC, hx, c_init
         ig = _empty(xp, (H, N), dt)
         step = -1 if reverse else 1
@@ -442,26 +456,40 @@ class LSTMLayer(_RecurrentLayer):
         copyto(cn, c_prev.T)
         return A, C, TC, hx, c_init
 
-    def _forward_native(self, kern, w, A, C, TC, cols, HP, c_init, h_last, outs, order, hn, cn):
+    def _forward_native(self, kern, w, A, C, TC, cols, HP, c_init, h_last, outs, order, hn, cn,
+                        stores):
         """The loop of ``_forward_direction`` with its gate math in two native kernels (the
-        same float operations, so the same bits); the tanh calls stay in NumPy."""
+        same float operations, so the same bits); the tanh calls stay in NumPy. With MKL's
+        product, the whole loop runs in one kernel (``lstm_forward_seq``) making the same
+        calls."""
         xp = self.xp
         T = len(outs)
         H, N = c_init.shape
         dt = c_init.dtype
         it = dt.itemsize
         hn_, step = H * N, order[1] - order[0] if T > 1 else 1
-        gates, output = kern.lstm_gates[dt], kern.lstm_output[dt]
         addr = _native.address
-        pa, pc, ptc = _addresses(A, T), _addresses(C, T), _addresses(TC, T)
         base, ld = addr(cols), cols.strides[0] // it
-        ph = [base + t * N * it for t in range(T)]
         po = _view_addresses(outs)
         out_sn = outs[0].strides[0] // outs[0].itemsize
+        p_last = addr(h_last)
+        seq = _sequence(w, HP[0], A[0])
+        if seq is not None:
+            gemm, tanh_loop, tanh_data = seq
+            a, a_mod, c, c_mod, tc, tc_mod = stores
+            kern.lstm_forward_seq[dt](addr(w), w.shape[1], base, ld, addr(a), a_mod, addr(c),
+                                      c_mod, addr(tc), tc_mod, addr(c_init), p_last, po[0],
+                                      (po[1] - po[0]) // it if T > 1 else 0, out_sn, H, N, T,
+                                      step < 0, gemm, tanh_loop, tanh_data)
+            xp.copyto(hn, h_last.T)
+            xp.copyto(cn, C[order[-1]].T)
+            return
+        gates, output = kern.lstm_gates[dt], kern.lstm_output[dt]
+        pa, pc, ptc = _addresses(A, T), _addresses(C, T), _addresses(TC, T)
+        ph = [base + t * N * it for t in range(T)]
         osz = hn_ * A[0].itemsize  # bytes of one gate block
         tanh = xp.tanh
         pc_prev = addr(c_init)
-        p_last = addr(h_last)
         c = c_init
         product = _step_product(xp, w, HP, A)
         for t in order:
@@ -579,19 +607,30 @@ class LSTMLayer(_RecurrentLayer):
     def _backward_native(self, kern, A, C, TC, c_init, ghn, gouts, dc, rec, whT, dz, reverse):
         """``_backward_numpy`` with the gate gradients of a step in one native kernel (the same
         float operations, so the same bits). The carry is flushed at the start of the next
-        step instead of after the GEMM: the same values reach every later operation."""
+        step instead of after the GEMM: the same values reach every later operation. With
+        MKL's product, the whole loop, the copies into columns included, runs in one kernel
+        (``lstm_backward_seq``) making the same calls."""
         T = len(gouts)
         H, N = c_init.shape
         dt = c_init.dtype
         it = dt.itemsize
-        kernel = kern.lstm_backward_step[dt]
         addr = _native.address
-        pa, pc, ptc = _addresses(A, T), _addresses(C, T), _addresses(TC, T)
         pg = _view_addresses(gouts)
         gn, gj = gouts[0].strides[0] // it, gouts[0].strides[1] // it
         p_init, p_dc, p_rec = addr(c_init), addr(dc), addr(rec)
         dh = _empty(self.xp, (H, N), dt)  # held here: the workspace reuses what nothing holds
         p_dh = addr(dh)
+        seq = _sequence(whT, A[0], rec)
+        if seq is not None:
+            cols = dz.columns
+            kern.lstm_backward_seq[dt](
+                addr(A), addr(TC), addr(C), p_init, addr(ghn), ghn.strides[0] // it,
+                ghn.strides[1] // it, pg[0], (pg[1] - pg[0]) // it if T > 1 else 0, gn, gj,
+                p_dc, p_dh, p_rec, addr(whT.T), addr(cols), cols.strides[0] // it, dz.size, H,
+                N, T, reverse, seq[0])
+            return
+        kernel = kern.lstm_backward_step[dt]
+        pa, pc, ptc = _addresses(A, T), _addresses(C, T), _addresses(TC, T)
         # the first step reads the grad of h_n, (N, H), as the incoming (H, N) carry
         src, rj, rn, first = addr(ghn), ghn.strides[1] // it, ghn.strides[0] // it, 1
         step = -1 if reverse else 1

@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#if defined(__x86_64__) && defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 #define BLOCK 512  /* elements per block of the optimizer kernels */
 
@@ -1372,6 +1375,29 @@ WINOGRAD_DRIVER(double, f64)
  * the same bits; what goes is the interpreter between them, about a tenth of the layer. */
 typedef void (*ufunc_loop_fn)(char **, const long *, const long *, void *);
 
+/* Copy n bytes into memory that will not be read again soon by this core, bypassing its caches
+ * where the CPU can: an ordinary store first reads each destination line in from memory, which
+ * made copying the LSTM's gate gradients into their columns (8 MB a step of char_lstm) take
+ * 2.2-2.7 ms instead of 0.6. Ends with stream_done. */
+static inline void stream_copy(void *restrict dst, const void *restrict src, long n) {
+#if defined(__x86_64__) && defined(__SSE2__)
+    if ((uintptr_t)dst % 16 == 0 && (uintptr_t)src % 16 == 0 && n % 16 == 0) {
+        float *d = dst;
+        const float *s = src;
+        for (long k = 0; k < n / 4; k += 4) _mm_stream_ps(d + k, _mm_load_ps(s + k));
+        return;
+    }
+#endif
+    memcpy(dst, src, n);
+}
+
+/* Order the streamed stores before anything after it (another thread may read them next). */
+static inline void stream_done(void) {
+#if defined(__x86_64__) && defined(__SSE2__)
+    _mm_sfence();
+#endif
+}
+
 #define LSTM_SEQUENCE(T, S)                                                                     \
 static void lstm_tanh_##S(ufunc_loop_fn loop, void *data, T *x, T *y, long n) {                 \
     char *args[2] = {(char *)x, (char *)y};                                                     \
@@ -1438,10 +1464,11 @@ void lstm_backward_seq_##S(T *a, const T *tc, const T *c, const T *c_init, const
             long lo = reverse ? t - pending + 1 : t;                                            \
             for (long g = 0; g < 4 * H; g++)                                                    \
                 for (long u = lo; u < lo + pending; u++)                                        \
-                    memcpy(dz + g * ldz + u * N, a + u * 4 * hn + g * N, N * sizeof(T));        \
+                    stream_copy(dz + g * ldz + u * N, a + u * 4 * hn + g * N, N * sizeof(T));   \
             pending = 0;                                                                        \
         }                                                                                       \
     }                                                                                           \
+    stream_done();                                                                              \
 }
 
 LSTM_SEQUENCE(float, f32)

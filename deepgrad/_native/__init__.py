@@ -10,6 +10,10 @@ replace, so results are identical bit for bit (``tests/test_native.py`` checks t
 sum in their own order and equal the NumPy path to rounding; the Winograd one splits a batch
 over :func:`threads` threads.
 
+A kernel that loops over many small steps (the LSTM's time steps) calls the same functions the
+Python loop would: MKL's GEMM (``mkl.native_gemm``) and NumPy's own inner loop of ``np.tanh``
+(:func:`ufunc_loop`), so it too gives the NumPy path's bits.
+
 The C file is compiled once per machine with the system's C compiler (``$CC``, else ``cc`` or
 ``gcc``) into ``$DEEPGRAD_CACHE/native`` (default ``~/.cache/deepgrad/native``), under a name
 that hashes the source, the compiler, the flags and the CPU, and is loaded with ctypes. Nothing
@@ -361,6 +365,8 @@ def _find_loop(ufunc: np.ufunc, dt: np.dtype) -> tuple[int, int] | None:
     if platform.python_implementation() != "CPython" or ufunc.nin != 1 or ufunc.nout != 1:
         return None
     head = _UFuncHead.from_address(id(ufunc))
+    if head.type != id(type(ufunc)):  # not the object header this layout assumes
+        return None
     name = (head.name or b"").decode(errors="replace")
     if (head.nin, head.nout, head.nargs, name) != (1, 1, 2, ufunc.__name__):
         return None

@@ -12,6 +12,11 @@ the saved activations) and one GEMM for the gradient of the previous state. The 
 of all steps then feed one GEMM ``dZ @ [h; x; 1]^T`` for ``[grad W_hh | grad W_ih | grad b]``
 and one for the input gradient.
 
+With the native kernels and MKL, the LSTM's loops over time run inside one C call per direction
+(``lstm_forward_seq``/``lstm_backward_seq`` in ``deepgrad/_native/kernels.c``), making the
+calls the Python loops make (MKL's GEMM, NumPy's own tanh loop, the step kernels), so they give
+the same bits without the interpreter between steps.
+
 Used by ``nn.RNN``/``nn.LSTM``/``nn.GRU`` and the cells. PyTorch has no functional form of
 these layers, so nothing here is exported to ``nn.functional``.
 """

@@ -328,6 +328,7 @@ def test_ufunc_loop_is_numpys_own_loop(ufunc, dt):
 def test_ufunc_loop_declines_what_it_cannot_serve():
     assert _native.ufunc_loop(np.add, np.float32) is None  # two inputs
     assert _native.ufunc_loop(np.tanh, np.int8) is None  # no int8 -> int8 loop
+    assert _native.ufunc_loop(np.negative, np.int8) is None  # float dtypes only
     assert _native.ufunc_loop(np.tanh, np.float32) is _native.ufunc_loop(np.tanh, np.float32)
 
 

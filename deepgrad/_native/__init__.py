@@ -347,7 +347,7 @@ _loops: dict[tuple, tuple[int, int] | None] = {}
 
 def ufunc_loop(ufunc: np.ufunc, dt) -> tuple[int, int] | None:
     """``(loop, data)``: the addresses of NumPy's own inner loop of the one-input ufunc for
-    dtype ``dt`` and of its data, for a kernel that calls it as NumPy does (``loop(args,
+    the float dtype ``dt`` and of its data, for a kernel that calls it as NumPy does (``loop(args,
     dimensions, steps, data)``), or None where it cannot be found.
 
     A kernel's loop over time steps calls ``np.tanh``'s loop this way and so gets the bits
@@ -362,7 +362,8 @@ def ufunc_loop(ufunc: np.ufunc, dt) -> tuple[int, int] | None:
 
 
 def _find_loop(ufunc: np.ufunc, dt: np.dtype) -> tuple[int, int] | None:
-    if platform.python_implementation() != "CPython" or ufunc.nin != 1 or ufunc.nout != 1:
+    if (platform.python_implementation() != "CPython" or ufunc.nin != 1 or ufunc.nout != 1
+            or dt.kind != "f"):
         return None
     head = _UFuncHead.from_address(id(ufunc))
     if head.type != id(type(ufunc)):  # not the object header this layout assumes
@@ -386,7 +387,8 @@ def _find_loop(ufunc: np.ufunc, dt: np.dtype) -> tuple[int, int] | None:
     y = np.empty_like(x)
     _LOOP(loop)((_P * 2)(x.ctypes.data, y.ctypes.data), (ctypes.c_ssize_t * 1)(x.size),
                 (ctypes.c_ssize_t * 2)(dt.itemsize, dt.itemsize), data)
-    want = ufunc(x)
+    with np.errstate(all="ignore"):
+        want = ufunc(x)
     if not (np.array_equal(y, want, equal_nan=True)
             and np.array_equal(np.signbit(y), np.signbit(want))):
         return None

@@ -1,10 +1,12 @@
 /* deepgrad's optional native kernels.
  *
- * Each kernel fuses a chain of elementwise NumPy calls into one pass over memory. It performs
+ * An elementwise kernel fuses a chain of NumPy calls into one pass over memory. It performs
  * exactly the float operations of the NumPy code it stands in for, in the same order and at
  * the same precision, and is built with -ffp-contract=off (no fused multiply-adds), so the
  * results are the NumPy path's bit for bit; the tests compare the two with array_equal.
- * Transcendental functions stay in NumPy: its tanh and ours would round differently.
+ * Transcendental functions stay NumPy's: the LSTM's time loop calls NumPy's own tanh loop. The
+ * convolutions and batch normalization sum in their own order and equal the NumPy path to
+ * rounding.
  *
  * Every kernel comes in float32 (suffix _f32) and float64 (_f64). Strides are in elements.
  */

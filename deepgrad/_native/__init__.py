@@ -16,10 +16,12 @@ Python loop would: MKL's GEMM (``mkl.native_gemm``) and NumPy's own inner loop o
 
 The C file is compiled once per machine with the system's C compiler (``$CC``, else ``cc`` or
 ``gcc``) into ``$DEEPGRAD_CACHE/native`` (default ``~/.cache/deepgrad/native``), under a name
-that hashes the source, the compiler, the flags and the CPU, and is loaded with ctypes. Nothing
-happens at ``import deepgrad``: the first op that can use a kernel triggers the build (about a
-second), and any failure (no compiler, a read-only home, an unusual platform) leaves deepgrad on
-the NumPy path; :func:`status` says which path is in use and why.
+that hashes the sources, the compiler, the flags and the CPU, and is loaded with ctypes. Nothing
+happens at ``import deepgrad``: the first module built (:func:`prepare`) or op that can use a
+kernel triggers the build (about a second), and any failure (no compiler, a read-only home, an
+unusual platform) leaves deepgrad on the NumPy path; :func:`status` says which path is in use
+and why. The same library holds a NumPy memory handler that starts arrays on cache lines
+(``memory.py``), installed when it loads.
 
 ``DEEPGRAD_NATIVE=0`` turns the kernels off for a process; :func:`enabled` does so for a block.
 """
@@ -40,16 +42,20 @@ from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["lib", "for_dtype", "status", "enabled", "address", "threads", "ufunc_loop"]
+from . import memory
 
-_SOURCE = Path(__file__).with_name("kernels.c")
+__all__ = ["lib", "prepare", "for_dtype", "status", "enabled", "address", "threads", "ufunc_loop"]
+
+# kernels.c: the kernels; memory.c: the aligned NumPy memory handler (memory.py installs it)
+_SOURCES = [Path(__file__).with_name(name) for name in ("kernels.c", "memory.c")]
 # -ffp-contract=off: no fused multiply-adds, which would round differently from NumPy's
 # separate multiply and add; -fno-math-errno lets sqrt vectorise (it is exact either way)
 _FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-fPIC", "-shared", "-pthread"]
 _NATIVE_ARCH = ["-march=native"]
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {"lib": None, "tried": False, "reason": "not built yet",
+_state: dict[str, Any] = {"lib": None, "cdll": None, "tried": False, "reason": "not built yet",
+                          "memory_done": False,
                           "on": os.environ.get("DEEPGRAD_NATIVE", "1") != "0"}
 
 _P = ctypes.c_void_p
@@ -189,7 +195,7 @@ def _build(cc: str, out: Path) -> str | None:
     for arch in (_NATIVE_ARCH, []):  # a compiler without -march=native still gets a build
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
         os.close(fd)
-        cmd = [cc, *_FLAGS, *arch, "-o", tmp, str(_SOURCE)]
+        cmd = [cc, *_FLAGS, *arch, "-o", tmp, *map(str, _SOURCES)]
         try:
             run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         except (OSError, subprocess.SubprocessError) as e:
@@ -214,7 +220,7 @@ def _load() -> None:
     if cc is None:
         _state["reason"] = "no C compiler found (set CC, or install cc/gcc/clang)"
         return
-    src = _SOURCE.read_bytes()
+    src = b"\0".join(path.read_bytes() for path in _SOURCES)
     key = hashlib.sha256(b"\0".join([src, cc.encode(), " ".join(_FLAGS).encode(),
                                      _cpu_key().encode(), platform.machine().encode()]))
     path = _cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
@@ -227,11 +233,35 @@ def _load() -> None:
             _state["reason"] = f"build failed: {err}"
             return
     try:
-        _state["lib"] = Kernels(ctypes.CDLL(str(path)), path)
+        cdll = ctypes.CDLL(str(path))
+        _state["lib"] = Kernels(cdll, path)
     except (OSError, AttributeError) as e:
         _state["reason"] = f"cannot load {path}: {e}"
         return
     _state["reason"] = f"loaded {path}"
+    _state["cdll"] = cdll
+    _aligned_memory()
+
+
+def _aligned_memory() -> None:
+    """Install the aligned memory handler (memory.py) in the main thread's context; loading
+    the kernels in another thread leaves that to the main thread's next :func:`prepare`."""
+    if threading.current_thread() is threading.main_thread():
+        memory.install(_state["cdll"])
+        _state["memory_done"] = True
+    else:
+        memory.not_yet(threading.current_thread().name)
+
+
+def prepare() -> None:
+    """Load the kernels, and with them the aligned memory handler, before a model allocates its
+    parameters (``nn.Module.__init__`` calls this; it costs a dictionary lookup after the
+    first time)."""
+    if _state["memory_done"] or lib() is None:
+        return
+    with _lock:
+        if not _state["memory_done"]:
+            _aligned_memory()
 
 
 def load_once(state: dict, lock: threading.Lock, load) -> None:
@@ -256,7 +286,7 @@ def status() -> str:
         return "native kernels: off (DEEPGRAD_NATIVE=0 or enabled(False))"
     lib()
     used = "on" if _state["lib"] is not None else "unavailable, using NumPy"
-    return f"native kernels: {used}: {_state['reason']}"
+    return f"native kernels: {used}: {_state['reason']}; {memory.status()}"
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from .. import _native
 from ..autograd.grad_mode import no_grad
 from ..tensor import Tensor, _make
 from .parameter import Buffer, Parameter
@@ -65,6 +66,9 @@ class Module:
         d["_forward_hooks"] = OrderedDict()
         d["_forward_pre_hooks"] = OrderedDict()
         d["training"] = True
+        # parameters are allocated next: load the native kernels first, and with them the
+        # memory handler that starts arrays on cache lines (deepgrad/_native/memory.py)
+        _native.prepare()
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__}: forward() is not defined")

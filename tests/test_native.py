@@ -685,7 +685,7 @@ def _pool_native_and_numpy(monkeypatch, pool, kernel: str, x, g):
 
 
 @needs_kernels
-@pytest.mark.parametrize("width", [28, 10, 6])
+@pytest.mark.parametrize("width", [28, 34, 16, 12, 10, 8, 6])
 def test_max_pool_2x2_native_equals_numpy_bit_for_bit(monkeypatch, width):
     rng = np.random.default_rng(0)
     x = rng.integers(-3, 3, (6, 16, 48, width)).astype(np.float32)  # ties everywhere
@@ -699,7 +699,7 @@ def test_max_pool_2x2_native_equals_numpy_bit_for_bit(monkeypatch, width):
 
 
 @needs_kernels
-@pytest.mark.parametrize("width", [28, 10, 6])
+@pytest.mark.parametrize("width", [28, 34, 16, 12, 10, 8, 6])
 def test_avg_pool_2x2_native_equals_numpy_bit_for_bit(monkeypatch, width):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((6, 16, 48, width)) * 1e3).astype(np.float32)

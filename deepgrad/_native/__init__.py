@@ -100,9 +100,9 @@ _RETURNS = {"winograd_conv": ctypes.c_int, "winograd_weight_grad": ctypes.c_int,
 
 # kernels written for float32 only (their vector code is float32's)
 _F32_ONLY: dict[str, tuple] = {
-    "max_pool_2x2": (_P, _L, _L, _L, _P, _L, _P, _P),
-    "max_pool_2x2_backward": (_P, _P, _L, _L, _L, _L, _P),
-    "avg_pool_2x2": (_P, _L, _L, _L, _P, _L, _P),
+    "max_pool_2x2": (_P, _L, _L, _L, _P, _P),
+    "max_pool_2x2_backward": (_P, _P, _L, _L, _L, _P),
+    "avg_pool_2x2": (_P, _L, _L, _L, _P),
     "avg_pool_2x2_backward": (_P, _L, _L, _L, _P),
 }
 

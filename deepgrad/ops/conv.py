@@ -1353,28 +1353,10 @@ def _tap_reduce(ufunc, taps, shape: tuple, dtype) -> np.ndarray:
     return out
 
 
-_POOL_MAX_WINDOWS = 4096  # POOL_MAX_WINDOWS in kernels.c
-_offsets: dict = {}
-
-
-def _window_offsets(h: int, w: int) -> tuple:
-    """``(offsets, planes)`` for the native 2x2 max and average pooling: the offsets of the
-    top-left elements of the windows of as many consecutive (h, w) planes as fit the kernels'
-    buffers, in order (kept per plane size)."""
-    found = _offsets.get((h, w))
-    if found is None:
-        rows = np.arange(0, h - 1, 2, dtype=np.int32)[:, None] * w
-        plane = (rows + np.arange(0, w - 1, 2, dtype=np.int32)).ravel()
-        block = max(1, _POOL_MAX_WINDOWS // plane.size)
-        tab = (np.arange(block, dtype=np.int32)[:, None] * (h * w) + plane).ravel()
-        found = _offsets[(h, w)] = (tab, block)
-    return found
-
-
 def _pool_2x2_kernels(g: _PoolGeom, a: np.ndarray):
     """The native kernels for 2x2 pooling of the float32 array ``a`` (the input, or the
     output's gradient), or None where they do not apply."""
-    if a.dtype != np.float32 or g.OH * g.OW > _POOL_MAX_WINDOWS:
+    if a.dtype != np.float32:
         return None
     return _native.unary_operands(a, a)
 
@@ -1421,9 +1403,8 @@ class MaxPoolNd(Function):
         y = backend.empty(x.shape[:-2] + (g.OH, g.OW), x.dtype)
         choice = np.empty(y.shape, np.uint8)
         addr = _native.address
-        tab, block = _window_offsets(g.H, g.W)
-        k.max_pool_2x2[x.dtype](addr(x), x.size // (g.H * g.W), g.H, g.W, addr(tab), block,
-                                addr(y), addr(choice))
+        k.max_pool_2x2[x.dtype](addr(x), x.size // (g.H * g.W), g.H, g.W, addr(y),
+                                addr(choice))
         self.choice = choice
         return y
 
@@ -1467,8 +1448,7 @@ class MaxPoolNd(Function):
                 gx = backend.empty(lead + (g.H, g.W), grad.dtype)
                 addr = _native.address
                 k.max_pool_2x2_backward[gy.dtype](addr(gy), addr(choice),
-                                                  gy.size // (g.OH * g.OW), g.H, g.W,
-                                                  _window_offsets(g.H, g.W)[1], addr(gx))
+                                                  gy.size // (g.OH * g.OW), g.H, g.W, addr(gx))
                 return gx.reshape(self.x_shape), None, None, None, None, None, None, None
         sel = np.empty(choice.shape, bool)
         if g.tiles:
@@ -1577,10 +1557,8 @@ class AvgPoolNd(Function):
         if k is None:
             return None
         y = backend.empty(x.shape[:-2] + (g.OH, g.OW), x.dtype)
-        tab, block = _window_offsets(g.H, g.W)
         addr = _native.address
-        k.avg_pool_2x2[x.dtype](addr(x), x.size // (g.H * g.W), g.H, g.W, addr(tab), block,
-                                addr(y))
+        k.avg_pool_2x2[x.dtype](addr(x), x.size // (g.H * g.W), g.H, g.W, addr(y))
         self.y4 = y.shape
         return y
 

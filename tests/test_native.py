@@ -299,6 +299,56 @@ def test_lstm_sequence_kernels_equal_the_step_loops_bit_for_bit(monkeypatch, dt,
         np.testing.assert_array_equal(a, c)
 
 
+def _rnn_run(dt, batch_first: bool, bidirectional: bool, initial: bool, nonlinearity: str,
+             layers: int = 2, T: int = 9, N: int = 32, I: int = 20, H: int = 128):
+    """Step products above mkl.MIN_MACS at these sizes."""
+    rng = np.random.default_rng(1)
+    dg.manual_seed(0)
+    m = dg.nn.RNN(I, H, num_layers=layers, nonlinearity=nonlinearity, batch_first=batch_first,
+                  bidirectional=bidirectional)
+    if dt == np.float64:
+        m = m.double()
+    D = 2 if bidirectional else 1
+    x = dg.from_numpy(rng.standard_normal((N, T, I) if batch_first else (T, N, I))
+                      .astype(dt)).requires_grad_(True)
+    args: tuple = ()
+    if initial:
+        h0 = dg.from_numpy(rng.standard_normal((D * layers, N, H)).astype(dt))
+        args = (h0.requires_grad_(True),)
+    out, hn = m(x, *args)
+    weight = dg.from_numpy(rng.standard_normal(out.shape).astype(dt))
+    ((out * weight).sum() + (hn * hn).sum()).backward()
+    got = [out.data, hn.data, x.grad.data] + [p.grad.data for p in m.parameters()]
+    if initial:
+        got.append(h0.grad.data)
+    return [np.array(a) for a in got]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("batch_first, bidirectional, initial",
+                         [(True, False, True), (False, True, False), (True, True, True)])
+def test_rnn_sequence_kernels_equal_the_python_loop_bit_for_bit(monkeypatch, dt, batch_first,
+                                                               bidirectional, initial):
+    """A tanh RNN's direction runs its whole time loop in one kernel (rnn_forward_seq,
+    rnn_backward_seq) where MKL takes the step products: the Python loop's bits. The ReLU RNN
+    keeps the Python loop."""
+    if not (mkl.available() and _native.ufunc_loop(np.tanh, dt)):
+        pytest.skip("needs MKL and NumPy's tanh loop")
+    D = 2 if bidirectional else 1
+    forward, backward = _Spy(monkeypatch, "rnn_forward_seq"), _Spy(monkeypatch,
+                                                                   "rnn_backward_seq")
+    whole = _rnn_run(dt, batch_first, bidirectional, initial, "tanh")
+    assert forward.calls == backward.calls == 2 * D
+    _rnn_run(dt, batch_first, bidirectional, initial, "relu")
+    assert forward.calls == backward.calls == 2 * D
+    monkeypatch.setattr(rnn, "_sequence", lambda *args: None)
+    loop = _rnn_run(dt, batch_first, bidirectional, initial, "tanh")
+    assert forward.calls == backward.calls == 2 * D
+    for a, b in zip(whole, loop):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("ufunc", [np.tanh, np.exp, np.negative])
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
 def test_ufunc_loop_is_numpys_own_loop(ufunc, dt):

@@ -91,6 +91,9 @@ _SIGNATURES: dict[str, tuple] = {
                          _I, _P, _P, _P),
     "lstm_backward_seq": (_P, _P, _P, _P, _P, _L, _L, _P, _L, _L, _L, _P, _P, _P, _P, _P, _L,
                           _L, _L, _L, _L, _I, _P),
+    "rnn_forward_seq": (_P, _L, _P, _L, _P, _P, _P, _L, _L, _L, _L, _L, _I, _P, _P, _P),
+    "rnn_backward_seq": (_P, _P, _L, _P, _P, _L, _L, _P, _L, _L, _L, _P, _P, _P, _P, _L, _L, _L,
+                         _L, _L, _I, _P),
 }
 
 
@@ -135,6 +138,8 @@ class Kernels:
     winograd_weight_grad: dict[np.dtype, Any]
     lstm_forward_seq: dict[np.dtype, Any]
     lstm_backward_seq: dict[np.dtype, Any]
+    rnn_forward_seq: dict[np.dtype, Any]
+    rnn_backward_seq: dict[np.dtype, Any]
     max_pool_2x2: dict[np.dtype, Any]
     max_pool_2x2_backward: dict[np.dtype, Any]
     avg_pool_2x2: dict[np.dtype, Any]

@@ -1563,6 +1563,85 @@ void lstm_backward_seq_##S(T *a, const T *tc, const T *c, const T *c_init, const
 LSTM_SEQUENCE(float, f32)
 LSTM_SEQUENCE(double, f64)
 
+/* ---- the tanh RNN's time loop -----------------------------------------------------------------
+ * deepgrad/ops/rnn.py: RNNLayer's loops, as the LSTM's above: each step makes the Python loop's
+ * calls (MKL's GEMM, NumPy's tanh loop) and float operations, so the results are the same
+ * bits. */
+#define RNN_SEQUENCE(T, S)                                                                      \
+/* Forward over `steps` steps (reverse: last first). w (H, K) = [w_hh | w_ih | b]; cols (K rows,  \
+ * ld apart): step t's GEMM input [h; x_t; 1] at column t * N, whose h rows the step before      \
+ * writes; tmp (H, N) scratch; h_last (H, N): the state after the last step; out + t * out_st:   \
+ * step t's output (N, H), rows out_sn apart. */                                                \
+void rnn_forward_seq_##S(const T *w, long K, T *cols, long ld, T *tmp, T *h_last, T *out,        \
+                         long out_st, long out_sn, long H, long N, long steps, int reverse,     \
+                         void *gemm, void *tanh_loop, void *tanh_data) {                        \
+    for (long s = 0; s < steps; s++) {                                                          \
+        long t = reverse ? steps - 1 - s : s, next = reverse ? t - 1 : t + 1;                   \
+        ((gemm_##S##_fn)gemm)(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, H, N, K, 1, w,   \
+                              K, cols + t * N, ld, 0, tmp, N);                                  \
+        lstm_tanh_##S((ufunc_loop_fn)tanh_loop, tanh_data, tmp, tmp, H * N);                    \
+        T *h = 0 <= next && next < steps ? cols + next * N : h_last;                            \
+        long ldh = 0 <= next && next < steps ? ld : N;                                          \
+        for (long j = 0; j < H; j++) memcpy(h + j * ldh, tmp + j * N, N * sizeof(T));           \
+        transpose_##S(tmp, N, out + t * out_st, out_sn, H, N);                                  \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* Backpropagation through the steps of rnn_forward_seq. z (steps, H, N): each step's gradient  \
+ * of the pre-activation, dh * (1 - h^2), written here; cols, ld and h_last as the forward left \
+ * them (step t's output h is the next step's state block, or h_last). The carried gradient    \
+ * enters as ghn (N, H) with strides (gn_n, gn_j); step t's output gradient is gout + t * g_st, \
+ * strides (gn, gj). dh (H, N) scratch; rec (H, N): the carried gradient after each step's GEMM \
+ * with w_hh (H, H), flushed (deepgrad/ops/rnn.py: _Flush). Every `chunk` steps, the finished   \
+ * z blocks are copied into dz (H rows, ldz apart), step t at column t * N. */                  \
+void rnn_backward_seq_##S(T *z, const T *cols, long ld, const T *h_last, const T *ghn,          \
+                          long gn_n, long gn_j, const T *gout, long g_st, long gn, long gj,     \
+                          T *dh, T *rec, const T *w_hh, T *dz, long ldz, long chunk, long H,    \
+                          long N, long steps, int reverse, void *gemm) {                        \
+    long hn = H * N, pending = 0;                                                               \
+    const T *src = ghn;                                                                         \
+    long rj = gn_j, rn = gn_n;                                                                  \
+    for (long s = 0; s < steps; s++) {                                                          \
+        long t = reverse ? s : steps - 1 - s, next = reverse ? t - 1 : t + 1;                   \
+        const T *h = 0 <= next && next < steps ? cols + next * N : h_last;                      \
+        long ldh = 0 <= next && next < steps ? ld : N;                                          \
+        const T *g = gout + t * g_st;                                                           \
+        if (gj == 1) {                                                                          \
+            transpose_##S(g, gn, dh, N, N, H);                                                  \
+            for (long j = 0; j < H; j++)                                                        \
+                for (long n = 0; n < N; n++)                                                    \
+                    dh[j * N + n] = src[j * rj + n * rn] + dh[j * N + n];                       \
+        } else {                                                                                \
+            for (long j = 0; j < H; j++)                                                        \
+                for (long n = 0; n < N; n++)                                                    \
+                    dh[j * N + n] = src[j * rj + n * rn] + g[n * gn + j * gj];                  \
+        }                                                                                       \
+        T *zt = z + t * hn;                                                                     \
+        for (long j = 0; j < H; j++)                                                            \
+            for (long n = 0; n < N; n++) {                                                      \
+                T d = dh[j * N + n], v = h[j * ldh + n];                                        \
+                T q = d * v;                                                                    \
+                q = q * v;                                                                      \
+                zt[j * N + n] = d - q;                                                          \
+            }                                                                                   \
+        ((gemm_##S##_fn)gemm)(CBLAS_ROW_MAJOR, CBLAS_TRANS, CBLAS_NO_TRANS, H, N, H, 1, w_hh,   \
+                              H, zt, N, 0, rec, N);                                             \
+        for (long k = 0; k < hn; k++) rec[k] = flush_##S(rec[k]);                               \
+        src = rec, rj = N, rn = 1;                                                              \
+        if (++pending == chunk || s == steps - 1) {                                             \
+            long lo = reverse ? t - pending + 1 : t;                                            \
+            for (long j = 0; j < H; j++)                                                        \
+                for (long u = lo; u < lo + pending; u++)                                        \
+                    stream_copy(dz + j * ldz + u * N, z + u * hn + j * N, N * sizeof(T));       \
+            pending = 0;                                                                        \
+        }                                                                                       \
+    }                                                                                           \
+    stream_done();                                                                              \
+}
+
+RNN_SEQUENCE(float, f32)
+RNN_SEQUENCE(double, f64)
+
 /* ---- batch normalization with batch statistics ----------------------------------------------
  * deepgrad/ops/nn_ops.py: BatchNorm in training, x (N, C, L) C-contiguous. Per channel: the mean
  * and the biased variance in two passes, then xhat = (x - mean) * invstd and y = xhat * w + b in

@@ -806,52 +806,115 @@ class RNNLayer(_RecurrentLayer):
         if bias:
             xp.add(b_ih, b_hh, out=w[:, H + I])
         order = self._order(T, reverse, False)
-        HP = self._states(T, H, N, xcols, bias, h0, order[0])
+        # each step's GEMM reads its [h; x_t; 1] block of the columns and writes the next state
+        # into the next block; the columns then serve backward and the weight gradient's GEMM
+        cols, HP = self._state_columns(T, H, N, xcols, bias, h0, order[0])
         tmp = _empty(xp, (H, N), dt)
         h_last = _empty(xp, (H, N), dt)
+        seq = None
+        if all(o.strides[1] == o.itemsize for o in outs):  # the kernel writes rows of H
+            seq = self._native_sequence(w, HP[0], tmp, outs)
+        if seq is not None:
+            it = dt.itemsize
+            addr = _native.address
+            po = _view_addresses(outs)
+            seq[0].rnn_forward_seq[dt](
+                addr(w), w.shape[1], addr(cols), cols.strides[0] // it, addr(tmp), addr(h_last),
+                po[0], (po[1] - po[0]) // it if T > 1 else 0, outs[0].strides[0] // it, H, N, T,
+                reverse, *seq[1])
+            xp.copyto(hn, h_last.T)
+            return cols, h_last
         step = -1 if reverse else 1
-        h_prev = HP[order[0]]
-        hx = _ToColumns(xp, HP, reverse) if self.need_hx else None
         copyto, tanh = xp.copyto, xp.tanh
         relu = self.relu
         product = _step_product(xp, w, HP, [tmp] * T)
         for t in order:
             product(t)  # w @ h_prev into tmp
             nt = t + step
-            if 0 <= nt < T:
-                h_prev = HP[nt]
-                h = h_prev[:H]
-            else:
-                h = h_last
+            h = HP[nt][:H] if 0 <= nt < T else h_last
             if relu:
                 xp.maximum(tmp, 0.0, out=h)
             else:
                 tanh(tmp, out=h)
             copyto(outs[t], h.T)
-            if hx is not None:
-                hx.done(t)
         copyto(hn, h_last.T)
-        return HP, None if hx is None else hx.columns, h_last
+        return cols, h_last
+
+    def _native_sequence(self, a, b, out, views):
+        """``(kernels, (gemm, tanh loop, data))`` for the native time loop of a tanh RNN whose
+        step product is ``a @ b`` into ``out`` and whose per-step outputs (or output grads)
+        are ``views``; None where it does not apply (the ReLU RNN, no kernels, no MKL
+        product, or views whose strides the kernel cannot take)."""
+        if self.relu:
+            return None
+        kern = _kernels(self.xp, out.dtype)
+        if kern is None or not all(v.dtype == out.dtype and v.ndim == 2
+                                   and v.strides[0] % v.itemsize == 0
+                                   and v.strides[1] % v.itemsize == 0 for v in views):
+            return None
+        seq = _sequence(a, b, out)
+        return None if seq is None else (kern, seq)
 
     def _backward_direction(self, saved, w, gouts, ghn, gcn, reverse, needs_w, need_x):
         xp = self.xp
-        HP, hx, h_last = saved
+        cols, h_last = saved
         w_ih, w_hh, b_ih, b_hh = w
         T = len(gouts)
         H, N = h_last.shape
         I = w_ih.shape[1]
         dt = h_last.dtype
+        HP = [cols[:, t * N:(t + 1) * N] for t in range(T)]
         A = _empty(xp, (T, H, N), dt)  # gate grads
         dh = _empty(xp, (H, N), dt)
-        q = _empty(xp, (H, N), dt)
-        pos = xp.empty((H, N), bool) if self.relu else None
         rec = _empty(xp, (H, N), dt)
+        whT = w_hh.T
+        dz = _ToColumns(xp, A, not reverse)
+        seq = None
+        if w_hh.flags.c_contiguous:  # the kernel takes w_hh (H, H) with rows H apart
+            seq = self._native_sequence(whT, A[0], rec, [ghn, *gouts])
+        if seq is not None:
+            it = dt.itemsize
+            addr = _native.address
+            pg = _view_addresses(gouts)
+            columns = dz.columns
+            seq[0].rnn_backward_seq[dt](
+                addr(A), addr(cols), cols.strides[0] // it, addr(h_last), addr(ghn),
+                ghn.strides[0] // it, ghn.strides[1] // it, pg[0],
+                (pg[1] - pg[0]) // it if T > 1 else 0, gouts[0].strides[0] // it,
+                gouts[0].strides[1] // it, addr(dh), addr(rec), addr(w_hh), addr(columns),
+                columns.strides[0] // it, dz.size, H, N, T, reverse, seq[1][0])
+        else:
+            self._backward_loop(HP, h_last, ghn, gouts, A, dh, rec, whT, dz, reverse)
+        dz = dz.columns
+        need_w = True in needs_w
+        g_ih = g_hh = gb_ih = gb_hh = None
+        if need_w:
+            # [w_hh | w_ih | b]
+            dw = _matmul(xp)(dz, cols.T, out=_empty(xp, (H, cols.shape[0]), dt))
+            if needs_w[0]:
+                g_ih = dw[:, H:H + I].copy()
+            if needs_w[1]:
+                g_hh = dw[:, :H].copy()
+            if b_ih is not None:
+                if needs_w[2]:
+                    gb_ih = dw[:, H + I].copy()
+                if needs_w[3]:
+                    gb_hh = dw[:, H + I].copy()
+        gxT = self._input_grad(w_ih, dz) if need_x else None
+        return gxT, g_ih, g_hh, gb_ih, gb_hh, rec, None
+
+    def _backward_loop(self, HP, h_last, ghn, gouts, A, dh, rec, whT, dz, reverse):
+        """The loop of ``_backward_direction`` in NumPy calls: per step the pre-activation's
+        gradient, then the GEMM for the carried gradient, flushed (``_Flush``)."""
+        xp = self.xp
+        T = len(gouts)
+        H, N = h_last.shape
+        q = _empty(xp, (H, N), h_last.dtype)
+        pos = xp.empty((H, N), bool) if self.relu else None
         flush = _Flush(xp, rec)
         dh_rec = ghn.T
-        whT = w_hh.T
         step = -1 if reverse else 1
         add, sub, mul = xp.add, xp.subtract, xp.multiply
-        dz = _ToColumns(xp, A, not reverse)
         recurrent = _step_product(xp, whT, A, [rec] * T)
         for t in self._order(T, reverse, True):
             add(dh_rec, gouts[t].T, out=dh)
@@ -869,22 +932,6 @@ class RNNLayer(_RecurrentLayer):
             flush()
             dh_rec = rec
             dz.done(t)
-        dz = dz.columns
-        need_w = True in needs_w
-        g_ih = g_hh = gb_ih = gb_hh = None
-        if need_w:
-            dw = _matmul(xp)(dz, hx.T, out=_empty(xp, (H, hx.shape[0]), dt))  # [w_hh | w_ih | b]
-            if needs_w[0]:
-                g_ih = dw[:, H:H + I].copy()
-            if needs_w[1]:
-                g_hh = dw[:, :H].copy()
-            if b_ih is not None:
-                if needs_w[2]:
-                    gb_ih = dw[:, H + I].copy()
-                if needs_w[3]:
-                    gb_hh = dw[:, H + I].copy()
-        gxT = self._input_grad(w_ih, dz) if need_x else None
-        return gxT, g_ih, g_hh, gb_ih, gb_hh, rec, None
 
 
 _LAYERS = {"LSTM": LSTMLayer, "GRU": GRULayer, "RNN_TANH": RNNLayer, "RNN_RELU": RNNLayer}

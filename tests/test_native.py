@@ -38,31 +38,39 @@ class _Spy:
 
 
 # ---- the LSTM ---------------------------------------------------------------------------------
+def _layer_run(m, dt, batch_first: bool, initial: bool, T: int, N: int, I: int, H: int):
+    """Forward and backward of the recurrent module ``m`` (an LSTM, or an RNN or GRU) on
+    seeded data: its outputs, the input's, the weights' and the initial state's grads."""
+    rng = np.random.default_rng(1)
+    if dt == np.float64:
+        m = m.double()
+    cell = isinstance(m, dg.nn.LSTM)
+    D = 2 if m.bidirectional else 1
+    x = dg.from_numpy(rng.standard_normal((N, T, I) if batch_first else (T, N, I))
+                      .astype(dt)).requires_grad_(True)
+    states = [dg.from_numpy(rng.standard_normal((D * m.num_layers, N, H)).astype(dt))
+              .requires_grad_(True) for _ in range(2 if cell else 1)] if initial else []
+    args = ((tuple(states) if cell else states[0]),) if initial else ()
+    out, hc = m(x, *args)
+    hn, cn = hc if cell else (hc, None)
+    weight = dg.from_numpy(rng.standard_normal(out.shape).astype(dt))
+    loss = (out * weight).sum() + (hn * hn).sum()
+    if cn is not None:
+        loss = loss + (cn * 2).sum()
+    loss.backward()
+    got = [out.data, hn.data] + ([cn.data] if cn is not None else []) + [x.grad.data]
+    got += [p.grad.data for p in m.parameters()]
+    got += [s.grad.data for s in states]
+    return [np.array(a) for a in got]
+
+
 def _lstm_run(native: bool, dt, batch_first: bool, bidirectional: bool, initial: bool,
               layers: int = 2, T: int = 7, N: int = 3, I: int = 5, H: int = 6):
-    rng = np.random.default_rng(1)
     with _native.enabled(native):
         dg.manual_seed(0)
         m = dg.nn.LSTM(I, H, num_layers=layers, batch_first=batch_first,
                        bidirectional=bidirectional)
-        if dt == np.float64:
-            m = m.double()
-        D = 2 if bidirectional else 1
-        x = dg.from_numpy(rng.standard_normal((N, T, I) if batch_first else (T, N, I))
-                          .astype(dt)).requires_grad_(True)
-        args: tuple = ()
-        if initial:
-            h0 = dg.from_numpy(rng.standard_normal((D * layers, N, H)).astype(dt))
-            c0 = dg.from_numpy(rng.standard_normal((D * layers, N, H)).astype(dt))
-            args = ((h0.requires_grad_(True), c0.requires_grad_(True)),)
-        out, (hn, cn) = m(x, *args)
-        weight = dg.from_numpy(rng.standard_normal(out.shape).astype(dt))
-        ((out * weight).sum() + (hn * hn).sum() + (cn * 2).sum()).backward()
-        got = [out.data, hn.data, cn.data, x.grad.data]
-        got += [p.grad.data for p in m.parameters()]
-        if initial:
-            got += [h0.grad.data, c0.grad.data]
-        return [np.array(a) for a in got]
+        return _layer_run(m, dt, batch_first, initial, T, N, I, H)
 
 
 @needs_kernels
@@ -302,26 +310,10 @@ def test_lstm_sequence_kernels_equal_the_step_loops_bit_for_bit(monkeypatch, dt,
 def _rnn_run(dt, batch_first: bool, bidirectional: bool, initial: bool, nonlinearity: str,
              layers: int = 2, T: int = 9, N: int = 32, I: int = 20, H: int = 128):
     """Step products above mkl.MIN_MACS at these sizes."""
-    rng = np.random.default_rng(1)
     dg.manual_seed(0)
     m = dg.nn.RNN(I, H, num_layers=layers, nonlinearity=nonlinearity, batch_first=batch_first,
                   bidirectional=bidirectional)
-    if dt == np.float64:
-        m = m.double()
-    D = 2 if bidirectional else 1
-    x = dg.from_numpy(rng.standard_normal((N, T, I) if batch_first else (T, N, I))
-                      .astype(dt)).requires_grad_(True)
-    args: tuple = ()
-    if initial:
-        h0 = dg.from_numpy(rng.standard_normal((D * layers, N, H)).astype(dt))
-        args = (h0.requires_grad_(True),)
-    out, hn = m(x, *args)
-    weight = dg.from_numpy(rng.standard_normal(out.shape).astype(dt))
-    ((out * weight).sum() + (hn * hn).sum()).backward()
-    got = [out.data, hn.data, x.grad.data] + [p.grad.data for p in m.parameters()]
-    if initial:
-        got.append(h0.grad.data)
-    return [np.array(a) for a in got]
+    return _layer_run(m, dt, batch_first, initial, T, N, I, H)
 
 
 @needs_kernels

@@ -143,6 +143,22 @@ void lstm_output_##S(const T *restrict o, const T *restrict tc, T *restrict h, l
     transpose_##S(h, ldh, out, out_sn, H, N);                                                   \
 }                                                                                               \
                                                                                                 \
+/* dh (H, N) = the carried gradient (dh_rec[j*rj + n*rn]) + the step's output gradient      \
+ * (gout[n*gn + j*gj], an (N, H) array: a transpose, by tiles where its rows are contiguous) */\
+static inline void carried_plus_output_##S(const T *dh_rec, long rj, long rn, const T *gout,    \
+                                           long gn, long gj, T *restrict dh, long H, long N) {  \
+    if (gj == 1) {                                                                              \
+        transpose_##S(gout, gn, dh, N, N, H);                                                   \
+        for (long j = 0; j < H; j++)                                                            \
+            for (long n = 0; n < N; n++)                                                        \
+                dh[j * N + n] = dh_rec[j * rj + n * rn] + dh[j * N + n];                        \
+    } else {                                                                                    \
+        for (long j = 0; j < H; j++)                                                            \
+            for (long n = 0; n < N; n++)                                                        \
+                dh[j * N + n] = dh_rec[j * rj + n * rn] + gout[n * gn + j * gj];                \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
 /* One step of LSTM backpropagation through time, before the GEMM with W_hh.                   \
  * In: a (4H, N) the gate activations (i, f, o, g), overwritten with the gradients of their    \
  * pre-activations; tc = tanh(c) and c_prev (H, N); the incoming dh = dh_rec[j*rj + n*rn] +    \
@@ -160,16 +176,7 @@ void lstm_backward_step_##S(T *restrict a, const T *restrict tc, const T *restri
         for (long k = 0; k < hn; k++) dh_rec[k] = flush_##S(dh_rec[k]);                         \
         for (long k = 0; k < hn; k++) dc[k] = flush_##S(dc[k]);                                 \
     }                                                                                           \
-    if (gj == 1) {                                                                              \
-        transpose_##S(gout, gn, dh, N, N, H);                                                   \
-        for (long j = 0; j < H; j++)                                                            \
-            for (long n = 0; n < N; n++)                                                        \
-                dh[j * N + n] = dh_rec[j * rj + n * rn] + dh[j * N + n];                        \
-    } else {                                                                                    \
-        for (long j = 0; j < H; j++)                                                            \
-            for (long n = 0; n < N; n++)                                                        \
-                dh[j * N + n] = dh_rec[j * rj + n * rn] + gout[n * gn + j * gj];                \
-    }                                                                                           \
+    carried_plus_output_##S(dh_rec, rj, rn, gout, gn, gj, dh, H, N);                           \
     for (long k = 0; k < hn; k++) {                                                             \
         T dk = dh[k];                                                                           \
         T i = ai[k], f = af[k], o = ao[k], g = ag[k], t = tc[k];                                \
@@ -1605,17 +1612,7 @@ void rnn_backward_seq_##S(T *z, const T *cols, long ld, const T *h_last, const T
         long t = reverse ? s : steps - 1 - s, next = reverse ? t - 1 : t + 1;                   \
         const T *h = 0 <= next && next < steps ? cols + next * N : h_last;                      \
         long ldh = 0 <= next && next < steps ? ld : N;                                          \
-        const T *g = gout + t * g_st;                                                           \
-        if (gj == 1) {                                                                          \
-            transpose_##S(g, gn, dh, N, N, H);                                                  \
-            for (long j = 0; j < H; j++)                                                        \
-                for (long n = 0; n < N; n++)                                                    \
-                    dh[j * N + n] = src[j * rj + n * rn] + dh[j * N + n];                       \
-        } else {                                                                                \
-            for (long j = 0; j < H; j++)                                                        \
-                for (long n = 0; n < N; n++)                                                    \
-                    dh[j * N + n] = src[j * rj + n * rn] + g[n * gn + j * gj];                  \
-        }                                                                                       \
+        carried_plus_output_##S(src, rj, rn, gout + t * g_st, gn, gj, dh, H, N);                \
         T *zt = z + t * hn;                                                                     \
         for (long j = 0; j < H; j++)                                                            \
             for (long n = 0; n < N; n++) {                                                      \

@@ -309,10 +309,11 @@ def test_lstm_sequence_kernels_equal_the_step_loops_bit_for_bit(monkeypatch, dt,
 
 def _rnn_run(dt, batch_first: bool, bidirectional: bool, initial: bool, nonlinearity: str,
              layers: int = 2, T: int = 9, N: int = 32, I: int = 20, H: int = 128):
-    """Step products above mkl.MIN_MACS at these sizes."""
+    """An RNN ("tanh", "relu") or a GRU ("gru"); step products above mkl.MIN_MACS."""
     dg.manual_seed(0)
-    m = dg.nn.RNN(I, H, num_layers=layers, nonlinearity=nonlinearity, batch_first=batch_first,
-                  bidirectional=bidirectional)
+    kw = dict(num_layers=layers, batch_first=batch_first, bidirectional=bidirectional)
+    m = (dg.nn.GRU(I, H, **kw) if nonlinearity == "gru"
+         else dg.nn.RNN(I, H, nonlinearity=nonlinearity, **kw))
     return _layer_run(m, dt, batch_first, initial, T, N, I, H)
 
 
@@ -337,6 +338,40 @@ def test_rnn_sequence_kernels_equal_the_python_loop_bit_for_bit(monkeypatch, dt,
     monkeypatch.setattr(rnn, "_sequence", lambda *args: None)
     loop = _rnn_run(dt, batch_first, bidirectional, initial, "tanh")
     assert forward.calls == backward.calls == 2 * D
+    for a, b in zip(whole, loop):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("batch_first, bidirectional, initial",
+                         [(True, False, True), (False, True, False), (True, True, True)])
+def test_gru_sequence_kernels_equal_the_python_loop_bit_for_bit(monkeypatch, dt, batch_first,
+                                                               bidirectional, initial):
+    """The GRU's time loop in one kernel per direction (gru_forward_seq, gru_backward_seq):
+    the Python loop's bits; and a forward without a graph (no states' columns kept) gives the
+    outputs of one with."""
+    if not (mkl.available() and _native.ufunc_loop(np.tanh, dt)):
+        pytest.skip("needs MKL and NumPy's tanh loop")
+    D = 2 if bidirectional else 1
+    forward, backward = _Spy(monkeypatch, "gru_forward_seq"), _Spy(monkeypatch,
+                                                                   "gru_backward_seq")
+    whole = _rnn_run(dt, batch_first, bidirectional, initial, "gru")
+    assert forward.calls == backward.calls == 2 * D
+    dg.manual_seed(0)
+    m = dg.nn.GRU(20, 128, num_layers=2, batch_first=batch_first, bidirectional=bidirectional)
+    if dt == np.float64:
+        m = m.double()
+    x = np.random.default_rng(1).standard_normal((32, 9, 20) if batch_first else (9, 32, 20))
+    with dg.no_grad():
+        out, hn = m(dg.from_numpy(x.astype(dt)))
+    if not initial:
+        np.testing.assert_array_equal(whole[0], out.data)
+        np.testing.assert_array_equal(whole[1], hn.data)
+    assert forward.calls == 4 * D
+    monkeypatch.setattr(rnn, "_sequence", lambda *args: None)
+    loop = _rnn_run(dt, batch_first, bidirectional, initial, "gru")
+    assert forward.calls == backward.calls + 2 * D == 4 * D
     for a, b in zip(whole, loop):
         np.testing.assert_array_equal(a, b)
 

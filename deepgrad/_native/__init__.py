@@ -94,6 +94,9 @@ _SIGNATURES: dict[str, tuple] = {
     "rnn_forward_seq": (_P, _L, _P, _L, _P, _P, _P, _L, _L, _L, _L, _L, _I, _P, _P, _P),
     "rnn_backward_seq": (_P, _P, _L, _P, _P, _L, _L, _P, _L, _L, _L, _P, _P, _P, _P, _L, _L, _L,
                          _L, _L, _I, _P),
+    "gru_forward_seq": (_P, _L, _P, _P, _P, _P, _L, _L, _P, _L, _L, _L, _L, _L, _I, _P, _P, _P),
+    "gru_backward_seq": (_P, _P, _L, _P, _L, _L, _P, _L, _L, _L, _P, _P, _P, _P, _P, _L, _L, _L,
+                         _L, _L, _I, _P),
 }
 
 
@@ -140,6 +143,8 @@ class Kernels:
     lstm_backward_seq: dict[np.dtype, Any]
     rnn_forward_seq: dict[np.dtype, Any]
     rnn_backward_seq: dict[np.dtype, Any]
+    gru_forward_seq: dict[np.dtype, Any]
+    gru_backward_seq: dict[np.dtype, Any]
     max_pool_2x2: dict[np.dtype, Any]
     max_pool_2x2_backward: dict[np.dtype, Any]
     avg_pool_2x2: dict[np.dtype, Any]

@@ -1494,6 +1494,17 @@ static inline void stream_done(void) {
 #endif
 }
 
+/* Steps [lo, lo + count) of a store of per-step blocks (step u's block of `rows` rows of n
+ * elements, each es bytes, at src + u * block elements) into columns: row g of step u at
+ * dst + g * ld + u * n, streamed (ends with stream_done). */
+static inline void steps_to_columns(void *dst, long ld, const void *src, long block, long rows,
+                                    long n, long lo, long count, long es) {
+    for (long g = 0; g < rows; g++)
+        for (long u = lo; u < lo + count; u++)
+            stream_copy((char *)dst + (g * ld + u * n) * es, (const char *)src + (u * block + g * n)
+                        * es, n * es);
+}
+
 #define LSTM_SEQUENCE(T, S)                                                                     \
 static void lstm_tanh_##S(ufunc_loop_fn loop, void *data, T *x, T *y, long n) {                 \
     char *args[2] = {(char *)x, (char *)y};                                                     \
@@ -1557,10 +1568,8 @@ void lstm_backward_seq_##S(T *a, const T *tc, const T *c, const T *c_init, const
                               whp, H, at, N, 0, rec, N);                                        \
         src = rec, rj = N, rn = 1;                                                              \
         if (++pending == chunk || s == steps - 1) {                                             \
-            long lo = reverse ? t - pending + 1 : t;                                            \
-            for (long g = 0; g < 4 * H; g++)                                                    \
-                for (long u = lo; u < lo + pending; u++)                                        \
-                    stream_copy(dz + g * ldz + u * N, a + u * 4 * hn + g * N, N * sizeof(T));   \
+            steps_to_columns(dz, ldz, a, 4 * hn, 4 * H, N, reverse ? t - pending + 1 : t,       \
+                             pending, sizeof(T));                                               \
             pending = 0;                                                                        \
         }                                                                                       \
     }                                                                                           \
@@ -1626,10 +1635,8 @@ void rnn_backward_seq_##S(T *z, const T *cols, long ld, const T *h_last, const T
         for (long k = 0; k < hn; k++) rec[k] = flush_##S(rec[k]);                               \
         src = rec, rj = N, rn = 1;                                                              \
         if (++pending == chunk || s == steps - 1) {                                             \
-            long lo = reverse ? t - pending + 1 : t;                                            \
-            for (long j = 0; j < H; j++)                                                        \
-                for (long u = lo; u < lo + pending; u++)                                        \
-                    stream_copy(dz + j * ldz + u * N, z + u * hn + j * N, N * sizeof(T));       \
+            steps_to_columns(dz, ldz, z, hn, H, N, reverse ? t - pending + 1 : t, pending,      \
+                             sizeof(T));                                                        \
             pending = 0;                                                                        \
         }                                                                                       \
     }                                                                                           \
@@ -1638,6 +1645,99 @@ void rnn_backward_seq_##S(T *z, const T *cols, long ld, const T *h_last, const T
 
 RNN_SEQUENCE(float, f32)
 RNN_SEQUENCE(double, f64)
+
+/* ---- the GRU's time loop ------------------------------------------------------------------------
+ * deepgrad/ops/rnn.py: GRULayer's loops, as the LSTM's above (the Python loop's calls and float
+ * operations, so its bits). A step's block (4H, N) holds the rows W_hn h + b_hn, r, z, n; n's
+ * input side W_in x_t + b_in is in it before the loop. */
+#define GRU_SEQUENCE(T, S)                                                                      \
+/* Forward over `steps` steps (reverse: last first). w (3H, K): the rows of W_hn h + b_hn, and  \
+ * of r and z halved (sigmoid through tanh); hp (steps, K, N): step t's GEMM input [h; x_t; 1], \
+ * whose h rows the step before writes; a (steps, 4H, N) the blocks; h_last (H, N): the state   \
+ * after the last step; out + t * out_st: step t's output (N, H), rows out_sn apart. With hx, \
+ * every `chunk` steps the finished hp blocks are copied into hx (K rows, ldx apart), step t at \
+ * column t * N. */                                                                             \
+void gru_forward_seq_##S(const T *w, long K, T *hp, T *a, T *h_last, T *out, long out_st,       \
+                         long out_sn, T *hx, long ldx, long chunk, long H, long N,              \
+                         long steps, int reverse, void *gemm, void *tanh_loop,                  \
+                         void *tanh_data) {                                                     \
+    long hn = H * N, pending = 0;                                                               \
+    for (long s = 0; s < steps; s++) {                                                          \
+        long t = reverse ? steps - 1 - s : s, next = reverse ? t - 1 : t + 1;                   \
+        T *at = a + t * 4 * hn, *ht = hp + t * K * N;                                           \
+        ((gemm_##S##_fn)gemm)(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, 3 * H, N, K, 1,  \
+                              w, K, ht, N, 0, at, N);                                           \
+        T *ghn = at, *r = at + hn, *z = at + 2 * hn, *n = at + 3 * hn;                          \
+        lstm_tanh_##S((ufunc_loop_fn)tanh_loop, tanh_data, r, r, 2 * hn);                       \
+        for (long k = 0; k < 2 * hn; k++) r[k] = r[k] * (T)0.5 + (T)0.5;                        \
+        for (long k = 0; k < hn; k++) n[k] = n[k] + r[k] * ghn[k];                              \
+        lstm_tanh_##S((ufunc_loop_fn)tanh_loop, tanh_data, n, n, hn);                           \
+        T *h = 0 <= next && next < steps ? hp + next * K * N : h_last;                          \
+        for (long k = 0; k < hn; k++) {                                                         \
+            T d = ht[k] - n[k];                                                                 \
+            d = d * z[k];                                                                       \
+            h[k] = n[k] + d;                                                                    \
+        }                                                                                       \
+        transpose_##S(h, N, out + t * out_st, out_sn, H, N);                                   \
+        if (hx && (++pending == chunk || s == steps - 1)) {                                     \
+            steps_to_columns(hx, ldx, hp, K * N, K, N, reverse ? t : t - pending + 1, pending,  \
+                             sizeof(T));                                                        \
+            pending = 0;                                                                        \
+        }                                                                                       \
+    }                                                                                           \
+    stream_done();                                                                              \
+}                                                                                               \
+                                                                                                \
+/* Backpropagation through the steps of gru_forward_seq: each block's rows become the grads of \
+ * (W_hn h + b_hn, r, z, n) in place. hp and h_last as the forward left them; the carried       \
+ * gradient enters as ghn (N, H) with strides (gn_n, gn_j); step t's output gradient is         \
+ * gout + t * g_st, strides (gn, gj). dh, dd (H, N) scratch; rec (H, N): the carried gradient,  \
+ * whp^T @ rows :3H plus the direct path dh * z, flushed (deepgrad/ops/rnn.py: _Flush); whp    \
+ * (3H, H): W_hh's rows in the order (n, r, z). Every `chunk` steps the finished blocks are      \
+ * copied into dz (4H rows, ldz apart), step t at column t * N. */                              \
+void gru_backward_seq_##S(T *a, const T *hp, long K, const T *ghn_in, long gn_n, long gn_j,     \
+                          const T *gout, long g_st, long gn, long gj, T *dh, T *dd, T *rec,     \
+                          const T *whp, T *dz, long ldz, long chunk, long H, long N,            \
+                          long steps, int reverse, void *gemm) {                                \
+    long hn = H * N, pending = 0;                                                               \
+    const T *src = ghn_in;                                                                      \
+    long rj = gn_j, rn = gn_n;                                                                  \
+    for (long s = 0; s < steps; s++) {                                                          \
+        long t = reverse ? s : steps - 1 - s;                                                   \
+        T *at = a + t * 4 * hn;                                                                 \
+        T *ghn = at, *r = at + hn, *z = at + 2 * hn, *n = at + 3 * hn;                          \
+        const T *hprev = hp + t * K * N;                                                        \
+        carried_plus_output_##S(src, rj, rn, gout + t * g_st, gn, gj, dh, H, N);                \
+        for (long k = 0; k < hn; k++) {                                                         \
+            T d = dh[k], rk = r[k], zk = z[k], nk = n[k];                                       \
+            T direct = d * zk;                                                                  \
+            T sdr = rk - rk * rk, sdz = zk - zk * zk;                                           \
+            T q = hprev[k] - nk;                                                                \
+            q = q * d;                                                                          \
+            z[k] = q * sdz;                                                                     \
+            T dn = (T)1.0 - nk * nk;                                                            \
+            dn = (d - direct) * dn;                                                             \
+            n[k] = dn;                                                                          \
+            T qr = dn * ghn[k];                                                                 \
+            ghn[k] = dn * rk;                                                                   \
+            r[k] = qr * sdr;                                                                    \
+            dd[k] = direct;                                                                     \
+        }                                                                                       \
+        ((gemm_##S##_fn)gemm)(CBLAS_ROW_MAJOR, CBLAS_TRANS, CBLAS_NO_TRANS, H, N, 3 * H, 1,     \
+                              whp, H, at, N, 0, rec, N);                                        \
+        for (long k = 0; k < hn; k++) rec[k] = flush_##S(rec[k] + dd[k]);                        \
+        src = rec, rj = N, rn = 1;                                                              \
+        if (++pending == chunk || s == steps - 1) {                                             \
+            steps_to_columns(dz, ldz, a, 4 * hn, 4 * H, N, reverse ? t - pending + 1 : t,       \
+                             pending, sizeof(T));                                               \
+            pending = 0;                                                                        \
+        }                                                                                       \
+    }                                                                                           \
+    stream_done();                                                                              \
+}
+
+GRU_SEQUENCE(float, f32)
+GRU_SEQUENCE(double, f64)
 
 /* ---- batch normalization with batch statistics ----------------------------------------------
  * deepgrad/ops/nn_ops.py: BatchNorm in training, x (N, C, L) C-contiguous. Per channel: the mean

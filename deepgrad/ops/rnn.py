@@ -381,6 +381,21 @@ class _RecurrentLayer(Function):
         grads[2] = gc0
         return tuple(grads)
 
+    def _native_sequence(self, a, b, out, views):
+        """``(kernels, (gemm, tanh loop, data))`` for a native time loop (the tanh RNN's, the
+        GRU's) whose step product is ``a @ b`` into ``out`` and whose per-step outputs (or
+        output grads) are ``views``; None where it does not apply (the ReLU RNN, no kernels,
+        no MKL product, or views whose strides the kernel cannot take)."""
+        if self.relu:
+            return None
+        kern = _kernels(self.xp, out.dtype)
+        if kern is None or not all(v.dtype == out.dtype and v.ndim == 2
+                                   and v.strides[0] % v.itemsize == 0
+                                   and v.strides[1] % v.itemsize == 0 for v in views):
+            return None
+        seq = _sequence(a, b, out)
+        return None if seq is None else (kern, seq)
+
     def _input_grad(self, w, dz):
         """``w.T @ dz``: the input grad ``(I, T*N)`` of one direction."""
         out = _empty(self.xp, (w.shape[1], dz.shape[1]), dz.dtype)
@@ -686,6 +701,21 @@ class GRULayer(_RecurrentLayer):
         step = -1 if reverse else 1
         h_prev = HP[order[0]]
         hx = _ToColumns(xp, HP, reverse) if self.need_hx else None
+        seq = None
+        if all(o.strides[1] == o.itemsize for o in outs):  # the kernel writes rows of H
+            seq = self._native_sequence(w, HP[0], A[0, :H3], outs)
+        if seq is not None:
+            it = dt.itemsize
+            addr = _native.address
+            po = _view_addresses(outs)
+            cols = None if hx is None else hx.columns
+            seq[0].gru_forward_seq[dt](
+                addr(w), K, addr(HP), addr(A), addr(h_last), po[0],
+                (po[1] - po[0]) // it if T > 1 else 0, outs[0].strides[0] // it,
+                None if cols is None else addr(cols), 0 if cols is None else cols.strides[0] // it,
+                _ToColumns.size, H, N, T, reverse, *seq[1])
+            xp.copyto(hn, h_last.T)
+            return A, HP, cols, h_last
         add, sub, mul, tanh, copyto = xp.add, xp.subtract, xp.multiply, xp.tanh, xp.copyto
         gates = _step_product(xp, w, HP, A[:, :H3])
         for t in order:
@@ -730,16 +760,57 @@ class GRULayer(_RecurrentLayer):
         whT = whp.T
         dh = _empty(xp, (H, N), dt)
         dz = _empty(xp, (H, N), dt)
-        q = _empty(xp, (H, N), dt)
-        q2 = _empty(xp, (H, N), dt)
-        sd = _empty(xp, (H2, N), dt)
         rec = _empty(xp, (H, N), dt)
-        flush = _Flush(xp, rec)
-        dh_rec = ghn.T
-        add, sub, mul = xp.add, xp.subtract, xp.multiply
         # rows become the grads of (W_hn h + b_hn, r, z, n): rows :3H are the hidden side's in
         # the order (n, r, z), rows H: the input side's in PyTorch's order (r, z, n)
         dzs = _ToColumns(xp, A, not reverse)
+        seq = self._native_sequence(whT, A[0, :H3], rec, [ghn, *gouts])
+        if seq is not None:
+            it = dt.itemsize
+            addr = _native.address
+            pg = _view_addresses(gouts)
+            columns = dzs.columns
+            seq[0].gru_backward_seq[dt](
+                addr(A), addr(HP), HP.shape[1], addr(ghn), ghn.strides[0] // it,
+                ghn.strides[1] // it, pg[0], (pg[1] - pg[0]) // it if T > 1 else 0,
+                gouts[0].strides[0] // it, gouts[0].strides[1] // it, addr(dh), addr(dz),
+                addr(rec), addr(whp), addr(columns), columns.strides[0] // it, dzs.size, H, N, T,
+                reverse, seq[1][0])
+        else:
+            self._backward_loop(A, HP, ghn, gouts, dh, dz, rec, whT, dzs, reverse)
+        dzs = dzs.columns
+        need_w = True in needs_w
+        g_ih = g_hh = gb_ih = gb_hh = None
+        if need_w:
+            if needs_w[1]:  # rows (n, r, z) -> (r, z, n)
+                dwh = _matmul(xp)(dzs[:H3], hx[:H].T, out=_empty(xp, (H3, H), dt))
+                g_hh = xp.concatenate([dwh[H:], dwh[:H]])
+            if needs_w[0] or (bias and (needs_w[2] or needs_w[3])):
+                # [grad w_ih | grad b_ih], rows (r, z, n)
+                dwi = _matmul(xp)(dzs[H:], hx[H:].T, out=_empty(xp, (H3, hx.shape[0] - H), dt))
+                if needs_w[0]:
+                    g_ih = dwi[:, :I].copy()
+                if bias and needs_w[2]:
+                    gb_ih = dwi[:, I].copy()
+                if bias and needs_w[3]:
+                    gb_hh = xp.concatenate([dwi[:H2, I], dzs[:H].sum(axis=1)])
+        gxT = self._input_grad(w_ih, dzs[H:]) if need_x else None
+        return gxT, g_ih, g_hh, gb_ih, gb_hh, rec, None
+
+    def _backward_loop(self, A, HP, ghn, gouts, dh, dz, rec, whT, dzs, reverse):
+        """The loop of ``_backward_direction`` in NumPy calls: per step the rows' grads in
+        place, then the GEMM for the carried gradient plus its direct path, flushed."""
+        xp = self.xp
+        T = len(gouts)
+        H, N = rec.shape
+        H2, H3 = 2 * H, 3 * H
+        dt = rec.dtype
+        q = _empty(xp, (H, N), dt)
+        q2 = _empty(xp, (H, N), dt)
+        sd = _empty(xp, (H2, N), dt)
+        flush = _Flush(xp, rec)
+        dh_rec = ghn.T
+        add, sub, mul = xp.add, xp.subtract, xp.multiply
         recurrent = _step_product(xp, whT, A[:, :H3], [rec] * len(A))
         for t in self._order(T, reverse, True):
             a = A[t]
@@ -770,24 +841,6 @@ class GRULayer(_RecurrentLayer):
             flush()
             dh_rec = rec
             dzs.done(t)
-        dzs = dzs.columns
-        need_w = True in needs_w
-        g_ih = g_hh = gb_ih = gb_hh = None
-        if need_w:
-            if needs_w[1]:  # rows (n, r, z) -> (r, z, n)
-                dwh = _matmul(xp)(dzs[:H3], hx[:H].T, out=_empty(xp, (H3, H), dt))
-                g_hh = xp.concatenate([dwh[H:], dwh[:H]])
-            if needs_w[0] or (bias and (needs_w[2] or needs_w[3])):
-                # [grad w_ih | grad b_ih], rows (r, z, n)
-                dwi = _matmul(xp)(dzs[H:], hx[H:].T, out=_empty(xp, (H3, hx.shape[0] - H), dt))
-                if needs_w[0]:
-                    g_ih = dwi[:, :I].copy()
-                if bias and needs_w[2]:
-                    gb_ih = dwi[:, I].copy()
-                if bias and needs_w[3]:
-                    gb_hh = xp.concatenate([dwi[:H2, I], dzs[:H].sum(axis=1)])
-        gxT = self._input_grad(w_ih, dzs[H:]) if need_x else None
-        return gxT, g_ih, g_hh, gb_ih, gb_hh, rec, None
 
 
 class RNNLayer(_RecurrentLayer):
@@ -839,21 +892,6 @@ class RNNLayer(_RecurrentLayer):
             copyto(outs[t], h.T)
         copyto(hn, h_last.T)
         return cols, h_last
-
-    def _native_sequence(self, a, b, out, views):
-        """``(kernels, (gemm, tanh loop, data))`` for the native time loop of a tanh RNN whose
-        step product is ``a @ b`` into ``out`` and whose per-step outputs (or output grads)
-        are ``views``; None where it does not apply (the ReLU RNN, no kernels, no MKL
-        product, or views whose strides the kernel cannot take)."""
-        if self.relu:
-            return None
-        kern = _kernels(self.xp, out.dtype)
-        if kern is None or not all(v.dtype == out.dtype and v.ndim == 2
-                                   and v.strides[0] % v.itemsize == 0
-                                   and v.strides[1] % v.itemsize == 0 for v in views):
-            return None
-        seq = _sequence(a, b, out)
-        return None if seq is None else (kern, seq)
 
     def _backward_direction(self, saved, w, gouts, ghn, gcn, reverse, needs_w, need_x):
         xp = self.xp

@@ -788,6 +788,17 @@ def test_avg_pool_2x2_native_equals_numpy_bit_for_bit(monkeypatch, width):
     _pool_native_and_numpy(monkeypatch, dg.nn.functional.avg_pool2d, "avg_pool_2x2", x, g)
 
 
+@needs_kernels
+@pytest.mark.parametrize("pool, kernel", [(dg.nn.functional.max_pool2d, "max_pool_2x2"),
+                                          (dg.nn.functional.avg_pool2d, "avg_pool_2x2")])
+def test_pool_2x2_native_takes_planes_of_any_size(monkeypatch, pool, kernel):
+    """Planes of more than 4,096 windows (the old kernels' limit) take the native path too."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(-4, 4, (2, 3, 130, 162)).astype(np.float32)  # 65 x 81 windows a plane
+    g = rng.standard_normal((2, 3, 65, 81)).astype(np.float32)
+    _pool_native_and_numpy(monkeypatch, pool, kernel, x, g)
+
+
 def test_address_is_the_first_element_for_any_view():
     a = np.arange(100, dtype=np.float32).reshape(10, 10)
     read_only = a.copy()

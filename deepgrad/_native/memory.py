@@ -79,12 +79,12 @@ def _install(cdll: ctypes.CDLL) -> bool:
         return False
     m = _multiarray()
     api = getattr(m, "_ARRAY_API", None)
-    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-    get_pointer.restype = ctypes.c_void_p
-    get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-    new_capsule = ctypes.pythonapi.PyCapsule_New
-    new_capsule.restype = ctypes.py_object
-    new_capsule.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    # prototypes of our own: setting argtypes on ctypes.pythonapi's shared function objects
+    # would change them for every other user in the process
+    get_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+        ("PyCapsule_GetPointer", ctypes.pythonapi))
+    new_capsule = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p,
+                                    ctypes.c_void_p)(("PyCapsule_New", ctypes.pythonapi))
     try:
         table = get_pointer(api, None)
         setter_address = ctypes.cast(table, ctypes.POINTER(ctypes.c_void_p))[_SET_HANDLER]

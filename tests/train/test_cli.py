@@ -44,9 +44,16 @@ def deepgrad(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProc
 
 
 def start(*args, cwd=None) -> subprocess.Popen:
+    # SIGINT back to its default in the child: under a job started in the background of a
+    # non-interactive shell (`make test &`), the child inherits SIGINT ignored, Python then
+    # installs no handler for it, and the Ctrl-C test below failed with the run finishing
     return subprocess.Popen([sys.executable, "-m", "deepgrad", *map(str, args)], cwd=cwd,
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def assert_error(result, *words, status=None) -> str:

@@ -117,6 +117,24 @@ def _view_addresses(views: list) -> list:
     return [first + t * step for t in range(n)]
 
 
+def _step_rows(views: list) -> tuple:
+    """``(address, step, row stride)``, strides in elements, of a native time loop's per-step
+    ``(N, H)`` outputs, equally spaced views of one array: step t's rows at address + t*step."""
+    it = views[0].itemsize
+    p = _view_addresses(views)
+    return p[0], (p[1] - p[0]) // it if len(p) > 1 else 0, views[0].strides[0] // it
+
+
+def _gradient_operands(ghn, gouts: list) -> tuple:
+    """The incoming gradients of a native backward time loop, as its arguments: the grad of
+    h_n ``(N, H)`` (address, strides), then the per-step output grads (address, step,
+    strides), in elements."""
+    it = ghn.itemsize
+    first, step, _ = _step_rows(gouts)
+    return (_native.address(ghn), ghn.strides[0] // it, ghn.strides[1] // it, first, step,
+            gouts[0].strides[0] // gouts[0].itemsize, gouts[0].strides[1] // gouts[0].itemsize)
+
+
 def _flush_spec(dt: np.dtype):
     """``(int dtype, exponent mask, offset, sign shift)`` for :class:`_Flush`, or None."""
     if dt not in (np.float32, np.float64):
@@ -635,8 +653,6 @@ class LSTMLayer(_RecurrentLayer):
         dt = c_init.dtype
         it = dt.itemsize
         addr = _native.address
-        pg = _view_addresses(gouts)
-        gn, gj = gouts[0].strides[0] // it, gouts[0].strides[1] // it
         p_init, p_dc, p_rec = addr(c_init), addr(dc), addr(rec)
         dh = _empty(self.xp, (H, N), dt)  # held here: the workspace reuses what nothing holds
         p_dh = addr(dh)
@@ -644,12 +660,13 @@ class LSTMLayer(_RecurrentLayer):
         if seq is not None:
             cols = dz.columns
             kern.lstm_backward_seq[dt](
-                addr(A), addr(TC), addr(C), p_init, addr(ghn), ghn.strides[0] // it,
-                ghn.strides[1] // it, pg[0], (pg[1] - pg[0]) // it if T > 1 else 0, gn, gj,
+                addr(A), addr(TC), addr(C), p_init, *_gradient_operands(ghn, gouts),
                 p_dc, p_dh, p_rec, addr(whT.T), addr(cols), cols.strides[0] // it, dz.size, H,
                 N, T, reverse, seq[0])
             return
         kernel = kern.lstm_backward_step[dt]
+        pg = _view_addresses(gouts)
+        gn, gj = gouts[0].strides[0] // it, gouts[0].strides[1] // it
         pa, pc, ptc = _addresses(A, T), _addresses(C, T), _addresses(TC, T)
         # the first step reads the grad of h_n, (N, H), as the incoming (H, N) carry
         src, rj, rn, first = addr(ghn), ghn.strides[1] // it, ghn.strides[0] // it, 1
@@ -707,11 +724,9 @@ class GRULayer(_RecurrentLayer):
         if seq is not None:
             it = dt.itemsize
             addr = _native.address
-            po = _view_addresses(outs)
             cols = None if hx is None else hx.columns
             seq[0].gru_forward_seq[dt](
-                addr(w), K, addr(HP), addr(A), addr(h_last), po[0],
-                (po[1] - po[0]) // it if T > 1 else 0, outs[0].strides[0] // it,
+                addr(w), K, addr(HP), addr(A), addr(h_last), *_step_rows(outs),
                 None if cols is None else addr(cols), 0 if cols is None else cols.strides[0] // it,
                 _ToColumns.size, H, N, T, reverse, *seq[1])
             xp.copyto(hn, h_last.T)
@@ -768,13 +783,10 @@ class GRULayer(_RecurrentLayer):
         if seq is not None:
             it = dt.itemsize
             addr = _native.address
-            pg = _view_addresses(gouts)
             columns = dzs.columns
             seq[0].gru_backward_seq[dt](
-                addr(A), addr(HP), HP.shape[1], addr(ghn), ghn.strides[0] // it,
-                ghn.strides[1] // it, pg[0], (pg[1] - pg[0]) // it if T > 1 else 0,
-                gouts[0].strides[0] // it, gouts[0].strides[1] // it, addr(dh), addr(dz),
-                addr(rec), addr(whp), addr(columns), columns.strides[0] // it, dzs.size, H, N, T,
+                addr(A), addr(HP), HP.shape[1], *_gradient_operands(ghn, gouts), addr(dh),
+                addr(dz), addr(rec), addr(whp), addr(columns), columns.strides[0] // it, dzs.size, H, N, T,
                 reverse, seq[1][0])
         else:
             self._backward_loop(A, HP, ghn, gouts, dh, dz, rec, whT, dzs, reverse)
@@ -870,11 +882,9 @@ class RNNLayer(_RecurrentLayer):
         if seq is not None:
             it = dt.itemsize
             addr = _native.address
-            po = _view_addresses(outs)
             seq[0].rnn_forward_seq[dt](
                 addr(w), w.shape[1], addr(cols), cols.strides[0] // it, addr(tmp), addr(h_last),
-                po[0], (po[1] - po[0]) // it if T > 1 else 0, outs[0].strides[0] // it, H, N, T,
-                reverse, *seq[1])
+                *_step_rows(outs), H, N, T, reverse, *seq[1])
             xp.copyto(hn, h_last.T)
             return cols, h_last
         step = -1 if reverse else 1
@@ -913,13 +923,10 @@ class RNNLayer(_RecurrentLayer):
         if seq is not None:
             it = dt.itemsize
             addr = _native.address
-            pg = _view_addresses(gouts)
             columns = dz.columns
             seq[0].rnn_backward_seq[dt](
-                addr(A), addr(cols), cols.strides[0] // it, addr(h_last), addr(ghn),
-                ghn.strides[0] // it, ghn.strides[1] // it, pg[0],
-                (pg[1] - pg[0]) // it if T > 1 else 0, gouts[0].strides[0] // it,
-                gouts[0].strides[1] // it, addr(dh), addr(rec), addr(w_hh), addr(columns),
+                addr(A), addr(cols), cols.strides[0] // it, addr(h_last),
+                *_gradient_operands(ghn, gouts), addr(dh), addr(rec), addr(w_hh), addr(columns),
                 columns.strides[0] // it, dz.size, H, N, T, reverse, seq[1][0])
         else:
             self._backward_loop(HP, h_last, ghn, gouts, A, dh, rec, whT, dz, reverse)

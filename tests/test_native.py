@@ -402,8 +402,44 @@ def test_ufunc_loop_is_numpys_own_loop(ufunc, dt):
     np.testing.assert_array_equal(z, want)
 
 
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("ufunc", [np.add, np.maximum])
+def test_two_input_ufunc_loop_reduces_as_numpy_does(ufunc, dt):
+    """Called on a row as a reduction (the output as first input, strides (0, itemsize, 0)),
+    from the identity or else the first element, a two-input loop gives ufunc.reduce's bits:
+    lengths below, at and above NumPy's pairwise-sum blocks, with NaN, infinities and signed
+    zeros; and called elementwise, the ufunc's."""
+    found = _native.ufunc_loop(ufunc, dt)
+    if found is None:
+        pytest.skip("not found on this NumPy build")
+    import ctypes
+    loop = _native._LOOP(found[0])
+    rng = np.random.default_rng(1)
+    isz = np.dtype(dt).itemsize
+    first = 1 if ufunc.identity is None else 0
+    rows = [rng.standard_normal(n).astype(dt) * 10 for n in (1, 2, 7, 8, 9, 65, 128, 129, 1000)]
+    rows += [np.array([-0.0, -0.0, -0.0], dt), np.array([0.0, -0.0], dt),
+             np.array([1.0, np.nan, 2.0] * 5, dt), np.array([np.inf, -np.inf, 3.0], dt)]
+    for row in rows:
+        acc = row[:1].copy() if first else np.full(1, ufunc.identity, dt)
+        loop((ctypes.c_void_p * 3)(acc.ctypes.data, row[first:].ctypes.data, acc.ctypes.data),
+             (ctypes.c_ssize_t * 1)(row.size - first), (ctypes.c_ssize_t * 3)(0, isz, 0),
+             found[1])
+        with np.errstate(all="ignore"):
+            want = ufunc.reduce(row, keepdims=True)
+        assert np.array_equal(acc, want, equal_nan=True), (row.size, acc, want)
+        assert np.array_equal(np.signbit(acc), np.signbit(want))
+    a, b = rng.standard_normal(99).astype(dt), rng.standard_normal(99).astype(dt)
+    out = np.empty_like(a)
+    loop((ctypes.c_void_p * 3)(a.ctypes.data, b.ctypes.data, out.ctypes.data),
+         (ctypes.c_ssize_t * 1)(a.size), (ctypes.c_ssize_t * 3)(isz, isz, isz), found[1])
+    np.testing.assert_array_equal(out, ufunc(a, b))
+
+
 def test_ufunc_loop_declines_what_it_cannot_serve():
-    assert _native.ufunc_loop(np.add, np.float32) is None  # two inputs
+    assert _native.ufunc_loop(np.divmod, np.float32) is None  # two outputs
+    assert _native.ufunc_loop(np.modf, np.float32) is None
+    assert _native.ufunc_loop(np.add, np.int32) is None  # float dtypes only
     assert _native.ufunc_loop(np.tanh, np.int8) is None  # no int8 -> int8 loop
     assert _native.ufunc_loop(np.negative, np.int8) is None  # float dtypes only
     assert _native.ufunc_loop(np.tanh, np.float32) is _native.ufunc_loop(np.tanh, np.float32)
@@ -921,3 +957,114 @@ def test_bias_relu_equals_add_then_relu_bit_for_bit(monkeypatch, dt):
         want = elementwise._relu_biased(y.copy(), b)
     np.testing.assert_array_equal(got, want)
     assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+# ---- rows: bias, bias gradient, cross-entropy, embedding gradient -----------------------------
+def _both_paths(run):
+    """``run()`` with the kernels on and off: its results as two lists of arrays."""
+    out = []
+    for native in (True, False):
+        with _native.enabled(native), np.errstate(all="ignore"):
+            out.append([np.array(a, copy=True) for a in run()])
+    return out
+
+
+def _assert_same_bits(a: list, b: list) -> None:
+    for x, y in zip(a, b, strict=True):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert np.array_equal(x, y, equal_nan=True)
+        assert np.array_equal(np.signbit(x), np.signbit(y))
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("kwargs", [{}, {"reduction": "sum"}, {"reduction": "none"},
+                                    {"label_smoothing": 0.2}, {"weighted": True},
+                                    {"ignore_index": 3}, {"probabilities": True}])
+@pytest.mark.parametrize("shape", [(2048, 65), (300, 7), (9, 3000), (1024, 1)])
+def test_cross_entropy_native_equals_numpy_bit_for_bit(monkeypatch, dt, kwargs, shape):
+    """The cross-entropy kernels (forward and input gradient) give the NumPy path's bits, with
+    NaN, infinite and signed-zero logits, every reduction, weights, ignored targets, label
+    smoothing and probability targets."""
+    rng = np.random.default_rng(2)
+    n, c = shape
+    x = (rng.standard_normal(shape) * 6).astype(dt)
+    x[0, 0], x[1, :] = np.nan, np.inf
+    x[2, :] = -0.0
+    x[3, :2] = [-np.inf, np.inf] if c > 1 else [-np.inf]
+    kw = dict(kwargs)
+    if kw.pop("weighted", False):
+        kw["weight"] = dg.from_numpy(rng.random(c).astype(dt) + 0.5)
+    if kw.pop("probabilities", False):
+        target = dg.from_numpy(rng.dirichlet(np.ones(c), n).astype(dt))
+    else:
+        y = rng.integers(0, c, n)
+        y[:5] = 3 % c
+        target = dg.from_numpy(y)
+    g = dg.from_numpy(rng.standard_normal(n).astype(dt)) if kw.get("reduction") == "none" \
+        else None
+    spy = _Spy(monkeypatch, "softmax_rows")
+
+    def run():
+        t = dg.from_numpy(x.copy()).requires_grad_(True)
+        loss = dg.nn.functional.cross_entropy(t, target, **kw)
+        loss.backward(g)
+        return loss.data, t.grad.data
+
+    native, numpy = _both_paths(run)
+    assert spy.calls == 1
+    _assert_same_bits(native, numpy)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("index_dtype", [np.int64, np.int32, np.uint8])
+@pytest.mark.parametrize("kwargs", [{}, {"padding_idx": 2}, {"scale_grad_by_freq": True}])
+def test_embedding_backward_native_equals_numpy_bit_for_bit(monkeypatch, dt, index_dtype,
+                                                            kwargs):
+    """Repeated indices add up in index order, as np.add.at adds them; narrow index types give
+    the same gradient as int64 (the NumPy path once let uint8 flat indices wrap around)."""
+    rng = np.random.default_rng(3)
+    emb = dg.nn.Embedding(65, 64, **kwargs)
+    if dt == np.float64:
+        emb = emb.double()
+    idx = rng.integers(0, 65, (32, 64))
+    g = dg.from_numpy((rng.standard_normal((32, 64, 64)) * 1e3).astype(dt))
+    spy = _Spy(monkeypatch, "embedding_backward")
+
+    def run(index_dtype=index_dtype):
+        emb.weight.grad = None
+        emb(dg.from_numpy(idx.astype(index_dtype))).backward(g)
+        return [emb.weight.grad.data]
+
+    native, numpy = _both_paths(run)
+    assert spy.calls == 1
+    _assert_same_bits(native, numpy)
+    with _native.enabled(False):
+        _assert_same_bits(run(np.int64), numpy)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(32, 64, 256), (3000, 2), (1000, 513)])
+def test_linear_bias_and_its_gradient_native_equal_numpy_bit_for_bit(monkeypatch, dt, shape):
+    """Many rows of few columns: the bias add and the bias gradient (a sum down the rows) run
+    natively and give NumPy's bits."""
+    rng = np.random.default_rng(4)
+    lin = dg.nn.Linear(shape[-1], 65 if shape[-1] > 2 else 3)
+    if dt == np.float64:
+        lin = lin.double()
+    x = (rng.standard_normal(shape) * np.exp(rng.standard_normal(shape) * 3)).astype(dt)
+    g = (rng.standard_normal(shape[:-1] + (lin.out_features,)) * 1e2).astype(dt)
+    adds, sums = _Spy(monkeypatch, "add_rows"), _Spy(monkeypatch, "sum_rows")
+
+    def run():
+        lin.zero_grad()
+        t = dg.from_numpy(x).requires_grad_(True)
+        y = lin(t)
+        y.backward(dg.from_numpy(g))
+        return y.data, t.grad.data, lin.weight.grad.data, lin.bias.grad.data
+
+    native, numpy = _both_paths(run)
+    assert adds.calls == sums.calls == 1
+    _assert_same_bits(native, numpy)

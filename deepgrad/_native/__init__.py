@@ -97,6 +97,11 @@ _SIGNATURES: dict[str, tuple] = {
     "gru_forward_seq": (_P, _L, _P, _P, _P, _P, _L, _L, _P, _L, _L, _L, _L, _L, _I, _P, _P, _P),
     "gru_backward_seq": (_P, _P, _L, _P, _L, _L, _P, _L, _L, _L, _P, _P, _P, _P, _P, _L, _L, _L,
                          _L, _L, _I, _P),
+    "add_rows": (_P, _P, _L, _L),
+    "sum_rows": (_P, _L, _L, _P),
+    "softmax_rows": (_P, _L, _L, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P),
+    "softmax_grad": (_P, _P, _L, _L, _P, _P, _L, _P),
+    "embedding_backward": (_P, _P, _L, _L, _P),
 }
 
 
@@ -145,6 +150,11 @@ class Kernels:
     rnn_backward_seq: dict[np.dtype, Any]
     gru_forward_seq: dict[np.dtype, Any]
     gru_backward_seq: dict[np.dtype, Any]
+    add_rows: dict[np.dtype, Any]
+    sum_rows: dict[np.dtype, Any]
+    softmax_rows: dict[np.dtype, Any]
+    softmax_grad: dict[np.dtype, Any]
+    embedding_backward: dict[np.dtype, Any]
     max_pool_2x2: dict[np.dtype, Any]
     max_pool_2x2_backward: dict[np.dtype, Any]
     avg_pool_2x2: dict[np.dtype, Any]
@@ -386,14 +396,18 @@ _loops: dict[tuple, tuple[int, int] | None] = {}
 
 
 def ufunc_loop(ufunc: np.ufunc, dt) -> tuple[int, int] | None:
-    """``(loop, data)``: the addresses of NumPy's own inner loop of the one-input ufunc for
-    the float dtype ``dt`` and of its data, for a kernel that calls it as NumPy does (``loop(args,
-    dimensions, steps, data)``), or None where it cannot be found.
+    """``(loop, data)``: the addresses of NumPy's own inner loop of a one- or two-input ufunc
+    for the float dtype ``dt`` (every operand that dtype) and of its data, for a kernel that
+    calls it as NumPy does (``loop(args, dimensions, steps, data)``), or None where it cannot
+    be found.
 
     A kernel's loop over time steps calls ``np.tanh``'s loop this way and so gets the bits
     ``np.tanh`` gives (NumPy's SIMD tanh, which a portable C tanh does not match in speed or
-    in bits). The loop is read from the ufunc's C struct and checked on special and ordinary
-    values against the ufunc itself before it is handed out."""
+    in bits). A two-input loop called with the output as its first input and strides
+    ``(0, itemsize, 0)`` is a reduction, as in ``ufunc.reduce`` (the cross-entropy kernel sums
+    rows with ``np.add``'s). The loop is read from the ufunc's C struct and checked on special
+    and ordinary values against the ufunc itself (a two-input one also as a reduction) before
+    it is handed out."""
     dt = np.dtype(dt)
     key = (ufunc, dt)
     if key not in _loops:
@@ -402,34 +416,56 @@ def ufunc_loop(ufunc: np.ufunc, dt) -> tuple[int, int] | None:
 
 
 def _find_loop(ufunc: np.ufunc, dt: np.dtype) -> tuple[int, int] | None:
-    if (platform.python_implementation() != "CPython" or ufunc.nin != 1 or ufunc.nout != 1
+    nin = ufunc.nin
+    if (platform.python_implementation() != "CPython" or nin not in (1, 2) or ufunc.nout != 1
             or dt.kind != "f"):
         return None
     head = _UFuncHead.from_address(id(ufunc))
     if head.type != id(type(ufunc)):  # not the object header this layout assumes
         return None
     name = (head.name or b"").decode(errors="replace")
-    if (head.nin, head.nout, head.nargs, name) != (1, 1, 2, ufunc.__name__):
+    if (head.nin, head.nout, head.nargs, name) != (nin, 1, nin + 1, ufunc.__name__):
         return None
     if not 0 < head.ntypes == ufunc.ntypes:
         return None
-    codes = head.types[:2 * head.ntypes]
+    width = nin + 1
+    codes = head.types[:width * head.ntypes]
     for i in range(head.ntypes):
-        if codes[2 * i] == codes[2 * i + 1] == dt.num:
+        if all(c == dt.num for c in codes[width * i:width * (i + 1)]):
             loop, data = head.functions[i], head.data[i] if head.data else None
             break
     else:
         return None
     if not loop:
         return None
+    call = _LOOP(loop)
+    size = ctypes.c_ssize_t
     x = np.concatenate([np.linspace(-20, 20, 1001, dtype=dt),
                         np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-30, -1e-30], dt)])
-    y = np.empty_like(x)
-    _LOOP(loop)((_P * 2)(x.ctypes.data, y.ctypes.data), (ctypes.c_ssize_t * 1)(x.size),
-                (ctypes.c_ssize_t * 2)(dt.itemsize, dt.itemsize), data)
     with np.errstate(all="ignore"):
-        want = ufunc(x)
-    if not (np.array_equal(y, want, equal_nan=True)
-            and np.array_equal(np.signbit(y), np.signbit(want))):
+        if nin == 1:
+            y = np.empty_like(x)
+            call((_P * 2)(x.ctypes.data, y.ctypes.data), (size * 1)(x.size),
+                 (size * 2)(dt.itemsize, dt.itemsize), data)
+            checks = [(y, ufunc(x))]
+        else:
+            x2 = x[::-1].copy()
+            y = np.empty_like(x)
+            call((_P * 3)(x.ctypes.data, x2.ctypes.data, y.ctypes.data), (size * 1)(x.size),
+                 (size * 3)(dt.itemsize, dt.itemsize, dt.itemsize), data)
+            checks = [(y, ufunc(x, x2))]
+            # reductions of rows of several lengths, finite and not, started as NumPy starts
+            # them: from the identity (np.add's 0) or else from the first element
+            rows = np.random.default_rng(0).standard_normal((6, 67)).astype(dt) * 8
+            rows[1, 5], rows[2, 9], rows[3, 0] = np.nan, np.inf, -np.inf
+            first = 1 if ufunc.identity is None else 0
+            for row in rows:
+                for n in (2, 9, 17, 67):
+                    acc = row[:1].copy() if first else np.full(1, ufunc.identity, dt)
+                    call((_P * 3)(acc.ctypes.data, row[first:].ctypes.data, acc.ctypes.data),
+                         (size * 1)(n - first), (size * 3)(0, dt.itemsize, 0), data)
+                    checks.append((acc, ufunc.reduce(row[:n], keepdims=True)))
+    if not all(np.array_equal(got, want, equal_nan=True)
+               and np.array_equal(np.signbit(got), np.signbit(want)) for got, want in checks):
         return None
     return loop, data or 0

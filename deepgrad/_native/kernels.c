@@ -40,6 +40,10 @@ static inline double flush_f64(double x) {
     return x;
 }
 
+/* NumPy's inner loop of a ufunc (deepgrad/_native/__init__.py: ufunc_loop): a kernel that calls
+ * it makes the call NumPy would and gets NumPy's bits */
+typedef void (*ufunc_loop_fn)(char **, const long *, const long *, void *);
+
 /* a register of VL lanes, written with GCC's vector extensions (on AVX2 the compiler splits
  * each into two halves) */
 typedef float vec_f32 __attribute__((vector_size(64)));
@@ -1469,8 +1473,6 @@ WINOGRAD_DRIVER(double, f64)
  * (deepgrad/_native/__init__.py: ufunc_loop) passed in. Each step makes the calls the Python
  * loops make (_forward_native, _backward_native), with the same arguments, so the results are
  * the same bits; what goes is the interpreter between them, about a tenth of the layer. */
-typedef void (*ufunc_loop_fn)(char **, const long *, const long *, void *);
-
 /* Copy n bytes into memory that will not be read again soon by this core, bypassing its caches
  * where the CPU can: an ordinary store first reads each destination line in from memory, which
  * made copying the LSTM's gate gradients into their columns (8 MB a step of char_lstm) take
@@ -1837,3 +1839,93 @@ void batch_norm_backward_##S(const T *restrict g, const T *restrict xhat, long N
 
 BN_VEC(float, f32)
 BN_VEC(double, f64)
+
+/* ---- rows: a bias along rows, sums down columns, cross-entropy, the embedding's gradient -----
+ * NumPy runs these over an (N, C) array with few columns (char_lstm's 2048 x 65 logits) as one
+ * inner-loop call per row, which costs more than the arithmetic. Here they are one pass, with
+ * NumPy's float operations in NumPy's order (its own maximum, exp and add loops where it has
+ * them), so the same bits. */
+#define ROW_KERNELS(T, S)                                                                       \
+                                                                                                \
+/* y[r, k] += b[k] in place (np.add(y, b, out=y) over (rows, cols)) */                          \
+void add_rows_##S(T *restrict y, const T *restrict b, long rows, long cols) {                   \
+    for (long r = 0; r < rows; r++) {                                                           \
+        T *yr = y + r * cols;                                                                   \
+        for (long k = 0; k < cols; k++) yr[k] = yr[k] + b[k];                                   \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* out[k] = sum over rows of g[r, k], from 0 and row after row: the order of g.sum(axis=0) on  \
+ * a C-contiguous (rows, cols) array with cols > 1 (a single column NumPy sums pairwise) */     \
+void sum_rows_##S(const T *restrict g, long rows, long cols, T *restrict out) {                 \
+    for (long k = 0; k < cols; k++) out[k] = 0;                                                 \
+    for (long r = 0; r < rows; r++) {                                                           \
+        const T *gr = g + r * cols;                                                             \
+        for (long k = 0; k < cols; k++) out[k] = out[k] + gr[k];                                \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* Cross-entropy forward over rows of x (N, C) (deepgrad/ops/nn_ops.py: CrossEntropy): z = x - \
+ * max(row), e = exp(z), s = sum(e), and with y (int64 targets) zy[r] = z[r, y[r]]. z may be   \
+ * NULL when it is not kept (then it is formed in e). The row max, exp and sum are NumPy's    \
+ * loops, called as np.maximum.reduce, np.exp and np.add.reduce call them; rows go in blocks   \
+ * that stay in L1. */                                                                          \
+void softmax_rows_##S(const T *restrict x, long N, long C, T *z, T *e, T *restrict s,          \
+                      const int64_t *restrict y, T *restrict zy, void *max_loop,                \
+                      void *max_data, void *exp_loop, void *exp_data, void *add_loop,           \
+                      void *add_data) {                                                         \
+    long block = C >= 2048 ? 1 : 2048 / C;                                                      \
+    long reduce_steps[3] = {0, sizeof(T), 0}, map_steps[2] = {sizeof(T), sizeof(T)};           \
+    for (long r0 = 0; r0 < N; r0 += block) {                                                    \
+        long rows = N - r0 < block ? N - r0 : block;                                            \
+        T *zb = (z ? z : e) + r0 * C, *eb = e + r0 * C;                                         \
+        for (long r = r0; r < r0 + rows; r++) {                                                 \
+            const T *xr = x + r * C;                                                            \
+            T *zr = (z ? z : e) + r * C;                                                        \
+            T m = xr[0];                                                                        \
+            if (C > 1) {                                                                        \
+                char *args[3] = {(char *)&m, (char *)(xr + 1), (char *)&m};                     \
+                long n = C - 1;                                                                 \
+                ((ufunc_loop_fn)max_loop)(args, &n, reduce_steps, max_data);                    \
+            }                                                                                   \
+            for (long k = 0; k < C; k++) zr[k] = xr[k] - m;                                     \
+            if (y) zy[r] = zr[y[r]];                                                            \
+        }                                                                                       \
+        char *args[2] = {(char *)zb, (char *)eb};                                               \
+        long n = rows * C;                                                                      \
+        ((ufunc_loop_fn)exp_loop)(args, &n, map_steps, exp_data);                               \
+        for (long r = r0; r < r0 + rows; r++) {                                                 \
+            s[r] = 0;                                                                           \
+            char *sargs[3] = {(char *)(s + r), (char *)(e + r * C), (char *)(s + r)};           \
+            long c = C;                                                                         \
+            ((ufunc_loop_fn)add_loop)(sargs, &c, reduce_steps, add_data);                       \
+        }                                                                                       \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* Cross-entropy backward: gx (N, C) = e * q[r] along each row, then gx[r, y[r]] -= hit[r*hs] \
+ * (hs = 0: one value for every row) */                                                         \
+void softmax_grad_##S(const T *restrict e, const T *restrict q, long N, long C,                 \
+                      const int64_t *restrict y, const T *restrict hit, long hs,                \
+                      T *restrict gx) {                                                         \
+    for (long r = 0; r < N; r++) {                                                              \
+        const T *er = e + r * C;                                                                \
+        T *gr = gx + r * C, qr = q[r];                                                          \
+        for (long k = 0; k < C; k++) gr[k] = er[k] * qr;                                        \
+        gr[y[r]] = gr[y[r]] - hit[r * hs];                                                      \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* The embedding's weight gradient: gw[idx[k]] += g[k] for k in order (np.add.at's order), rows \
+ * of d; gw starts zeroed */                                                                    \
+void embedding_backward_##S(const T *restrict g, const int64_t *restrict idx, long n, long d,  \
+                            T *restrict gw) {                                                   \
+    for (long k = 0; k < n; k++) {                                                              \
+        T *row = gw + idx[k] * d;                                                               \
+        const T *gk = g + k * d;                                                                \
+        for (long j = 0; j < d; j++) row[j] = row[j] + gk[j];                                   \
+    }                                                                                           \
+}
+
+ROW_KERNELS(float, f32)
+ROW_KERNELS(double, f64)

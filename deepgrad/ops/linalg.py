@@ -114,7 +114,7 @@ class Linear(Function):
         if nw:
             gw = gemm(g2.T, x.reshape(-1, x.shape[-1]))
         if nb:
-            gb = g2.sum(axis=0)
+            gb = elementwise._sum_rows(g2)
         return gx, gw, gb
 
 

@@ -1002,11 +1002,20 @@ class Embedding(Function):
             counts = np.bincount(idx, minlength=v)
             g = g / counts[idx].astype(g.dtype)[:, None]
         gw = np.zeros(self.w_shape, self.w_dtype)
-        # repeated indices must add up. np.add.at over flat element indices takes NumPy's
-        # 1-d fast path and measures 1.2-4x faster than row-wise np.add.at (and than
-        # sort + add.reduceat or bincount) except on tiny inputs
-        if idx.size * d >= 1024:
-            flat = idx[:, None] * d + np.arange(d)
+        # repeated indices must add up
+        k = _native.for_dtype(g.dtype) if g.dtype == gw.dtype else None
+        if k is not None and idx.size * d >= 1024:
+            # a row at a time in index order: np.add.at's additions, in one pass
+            rows = np.ascontiguousarray(idx, np.int64)
+            g = np.ascontiguousarray(g)
+            addr = _native.address
+            k.embedding_backward[g.dtype](addr(g), addr(rows), rows.size, d, addr(gw))
+        elif idx.size * d >= 1024:
+            # np.add.at over flat element indices takes NumPy's 1-d fast path and measures
+            # 1.2-4x faster than row-wise np.add.at (and than sort + add.reduceat or
+            # bincount) except on tiny inputs. The flat indices in intp: narrow index types
+            # (uint8, int32) would wrap around in the product.
+            flat = idx.astype(np.intp)[:, None] * d + np.arange(d)
             np.add.at(gw.reshape(-1), flat.reshape(-1), g.reshape(-1))
         else:
             np.add.at(gw, idx, g)
@@ -1282,6 +1291,62 @@ def _targets(op, y, c, ignore_index, x_shape):
     return ys, valid
 
 
+def _softmax_native(x, ys, keep_z: bool):
+    """``(z or None, e, s, zy, rows)`` of cross-entropy's forward from the native kernel, for
+    2-d float logits ``x`` (N, C) and class indices ``ys`` (or None): ``z = x - max`` (kept
+    only with ``keep_z``), ``e = exp(z)``, ``s`` (N, 1) the row sums, ``zy`` z at the targets
+    and ``rows`` the targets as int64 for the backward kernel. The kernel calls NumPy's own
+    maximum, exp and add loops as ``np.maximum.reduce``, ``np.exp`` and ``np.add.reduce`` do,
+    so the same bits, in one pass over the rows instead of one NumPy call per row and op.
+    None where it does not apply."""
+    dt = x.dtype
+    if x.ndim != 2 or not x.flags.c_contiguous or x.size < _native.MIN_ELEMENTS // 4:
+        return None
+    k = _native.for_dtype(dt)
+    if k is None:
+        return None
+    loops: list[int] = []  # (loop, data) of each
+    for ufunc in (np.maximum, np.exp, np.add):
+        found = _native.ufunc_loop(ufunc, dt)
+        if found is None:
+            return None
+        loops += found
+    n, c = x.shape
+    e = np.empty_like(x)
+    z = np.empty_like(x) if keep_z else None
+    s = np.empty((n, 1), dt)
+    addr = _native.address
+    rows = zy = None
+    if ys is not None:
+        rows = ys if ys.dtype == np.int64 and ys.flags.c_contiguous else \
+            np.ascontiguousarray(ys, np.int64)
+        zy = np.empty(n, dt)
+    # (NumPy's loops raise no warnings: the ufunc machinery around them checks the flags)
+    k.softmax_rows[dt](addr(x), n, c, 0 if z is None else addr(z), addr(e), addr(s),
+                       0 if rows is None else addr(rows), 0 if zy is None else addr(zy), *loops)
+    return z, e, s, zy, rows
+
+
+def _softmax_grad_native(e, q, rows, hit):
+    """``e * q`` with ``hit`` taken off each row's target (``rows``), by the native kernel:
+    cross-entropy's input gradient; None where it does not apply (no kernel ran forward)."""
+    if rows is None:
+        return None
+    dt = e.dtype
+    hit = np.asarray(hit)
+    if hit.dtype != dt or q.dtype != dt or hit.ndim > 1:
+        return None
+    k = _native.for_dtype(dt)
+    per_row = hit.ndim  # else one value for every row
+    hit = np.ascontiguousarray(hit)  # (note: 1-d even for a scalar)
+    q = np.ascontiguousarray(q)
+    gx = np.empty_like(e)
+    addr = _native.address
+    n, c = e.shape
+    k.softmax_grad[dt](addr(e), addr(q), n, c, addr(rows), addr(hit), per_row, addr(gx))
+    return gx
+
+
 class CrossEntropy(Function):
     """log-softmax over classes and negative log-likelihood, as one node.
 
@@ -1295,10 +1360,21 @@ class CrossEntropy(Function):
         self.shape = shape
         x3, sub_dot, sub_w = _class_view(x)
         c = shape[1]
-        # ufunc.reduce directly: the ndarray methods add a Python layer, which shows here
-        z = x3 - np.maximum.reduce(x3, 1, keepdims=True)
-        e = np.exp(z)
-        s = np.add.reduce(e, 1, keepdims=True)
+        ys = valid = None
+        if not probs:
+            y = target if x3.ndim == 2 else target.reshape(x3.shape[0], -1)
+            ys, valid = _targets("cross_entropy", y, c, ignore_index, shape)
+        # z = x - max, e = exp(z), s = sum(e) along the class dim; z at the targets as zy
+        parts = _softmax_native(x3, ys, keep_z=probs or bool(smoothing))
+        if parts is None:
+            # ufunc.reduce directly: the ndarray methods add a Python layer, which shows here
+            z = x3 - np.maximum.reduce(x3, 1, keepdims=True)
+            e = np.exp(z)
+            s = np.add.reduce(e, 1, keepdims=True)
+            zy = None
+            self.rows = None
+        else:
+            z, e, s, zy, self.rows = parts
         lse = np.log(s)
         lse0 = lse[:, 0]  # (N,) or (N, L)
         self.e = e
@@ -1328,8 +1404,6 @@ class CrossEntropy(Function):
                 self.logp = z
             out = _reduce_out(loss, code, count, dt)
             return out.reshape(out_shape) if code == _NONE else out
-        y = target if x3.ndim == 2 else target.reshape(x3.shape[0], -1)
-        ys, valid = _targets("cross_entropy", y, c, ignore_index, shape)
         idx = _class_index(ys)
         self.idx = idx
         # the weight of each position's target class (0 where ignored)
@@ -1343,7 +1417,7 @@ class CrossEntropy(Function):
             wy = None
         self.wy = wy
         self.valid = valid
-        loss = lse0 - z[idx]
+        loss = lse0 - (z[idx] if zy is None else zy)
         if wy is not None:
             loss *= wy
         if smoothing:
@@ -1414,8 +1488,11 @@ class CrossEntropy(Function):
             if valid is not None:
                 share = share * valid
             r = r + share * (w.sum() if w is not None else c)
-        gx = e * ((r[:, None] if np.ndim(r) else r) / s)
-        gx[self.idx] -= hit
+        q = (r[:, None] if np.ndim(r) else r) / s
+        gx = _softmax_grad_native(e, q, self.rows, hit)
+        if gx is None:
+            gx = e * q
+            gx[self.idx] -= hit
         if eps:
             share = share[:, None] if np.ndim(share) else share
             gx -= share * self.wcol if w is not None else share

@@ -1030,7 +1030,8 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
     """Look up rows of ``weight`` by the integer indices in ``input``.
 
     Rows are summed into the gradient once per occurrence; the ``padding_idx`` row gets no
-    gradient.
+    gradient. With ``max_norm``, the rows looked up whose ``norm_type``-norm exceeds it are
+    first scaled to that norm, in place in ``weight`` (PyTorch's behaviour).
 
     Shape:
         input ``(*)`` integer; weight ``(num_embeddings, embedding_dim)``; output
@@ -1045,8 +1046,6 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
         raise TypeError(
             f"embedding: expected integer indices (int64 or int32), got dtype {idx.dtype} for "
             f"input of shape {idx.shape}; use input.long()")
-    if max_norm is not None:
-        raise NotImplementedError("embedding: max_norm is not supported")
     if sparse:
         raise NotImplementedError("embedding: sparse gradients are not supported; use sparse=False")
     v = ws[0]
@@ -1061,7 +1060,29 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
                 f"embedding: padding_idx must be within num_embeddings={v}, got {padding_idx}")
         if padding_idx < 0:
             padding_idx += v
+    if max_norm is not None:
+        if not max_norm >= 0:
+            raise ValueError(f"embedding: max_norm must be a norm (>= 0), got {max_norm!r}")
+        _embedding_renorm(weight, idx, float(max_norm), float(norm_type))
     return Embedding.apply(weight, idx, padding_idx, bool(scale_grad_by_freq))
+
+
+def _embedding_renorm(weight: Tensor, idx: np.ndarray, max_norm: float, norm_type: float):
+    """Scale, in place, each row of ``weight`` that ``idx`` looks up and whose ``norm_type``-norm
+    exceeds ``max_norm`` by ``max_norm / (norm + 1e-7)``, as PyTorch's ``embedding_renorm_``
+    does (the norm in the weight's dtype, the scale rounded to it). The change counts as an
+    in-place edit of ``weight``: an op that saved it earlier in the graph refuses to backward."""
+    rows = np.unique(idx)
+    if rows.size == 0:
+        return
+    w = weight.data
+    norms = np.linalg.norm(w[rows], ord=norm_type, axis=1)
+    over = norms > max_norm
+    if not over.any():
+        return
+    scale = (max_norm / (norms[over].astype(np.float64) + 1e-7)).astype(w.dtype)
+    w[rows[over]] *= scale[:, None]
+    weight._version += 1
 
 
 # =========================================================================================

@@ -171,7 +171,10 @@ def _embedding_pair(torch_, dtype, **kwargs):
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("kwargs", [{}, {"padding_idx": 3}, {"padding_idx": -1},
                                     {"scale_grad_by_freq": True},
-                                    {"padding_idx": 0, "scale_grad_by_freq": True}],
+                                    {"padding_idx": 0, "scale_grad_by_freq": True},
+                                    {"max_norm": 1.0}, {"max_norm": 1.5, "norm_type": 1.0},
+                                    {"max_norm": 0.5, "norm_type": float("inf")},
+                                    {"max_norm": 1.2, "norm_type": 3.0, "padding_idx": 3}],
                          ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()) or "default")
 @pytest.mark.parametrize("idx_shape", [(7,), (3, 5), (2, 2, 3), ()])
 def test_embedding_against_torch(idx_shape, kwargs, dtype):
@@ -186,7 +189,16 @@ def test_embedding_against_torch(idx_shape, kwargs, dtype):
     yt = tm(torch_.tensor(idx))
     rtol, atol = TOLERANCES[np.dtype(dtype)]
     assert yd.shape == tuple(yt.shape) and yd.dtype == np.dtype(dtype)
-    np.testing.assert_array_equal(yd.detach().numpy(), yt.detach().numpy())
+    if "max_norm" in kwargs:  # rows rescaled in place: the norms sum in their own order
+        np.testing.assert_allclose(yd.detach().numpy(), yt.detach().numpy(), rtol=rtol,
+                                   atol=atol)
+        np.testing.assert_allclose(dm.weight.detach().numpy(), tm.weight.detach().numpy(),
+                                   rtol=rtol, atol=atol)
+        norms = np.linalg.norm(dm.weight.detach().numpy()[np.unique(idx)], kwargs.get(
+            "norm_type", 2.0), axis=1)
+        assert (norms <= kwargs["max_norm"] * (1 + 1e-5)).all()
+    else:
+        np.testing.assert_array_equal(yd.detach().numpy(), yt.detach().numpy())
     g = rng.standard_normal(yd.shape).astype(dtype)
     yd.backward(dg.tensor(g))
     yt.backward(torch_.tensor(g))
@@ -241,6 +253,23 @@ def test_embedding_gradcheck():
     run_gradcheck(lambda m, ww: F.embedding(idx, ww, padding_idx=3), [w])
 
 
+def test_embedding_max_norm_rescales_only_rows_looked_up_and_counts_as_in_place():
+    w = np.array([[3.0, 4.0], [0.3, 0.4], [6.0, 8.0], [0.0, 9.0]], np.float32)
+    emb = nn.Embedding.from_pretrained(dg.tensor(w), freeze=False, max_norm=1.0)
+    out = emb(dg.tensor([0, 1, 0]))
+    new = emb.weight.detach().numpy()
+    np.testing.assert_allclose(new[0], [0.6, 0.8], rtol=1e-6)  # 5 -> 1
+    np.testing.assert_array_equal(new[1], w[1])  # within the norm: untouched
+    np.testing.assert_array_equal(new[2:], w[2:])  # not looked up: untouched
+    np.testing.assert_array_equal(out.detach().numpy(), new[[0, 1, 0]])
+    # an op that saved the weight before the forward rescaled it cannot backward
+    emb2 = nn.Embedding.from_pretrained(dg.tensor(w), freeze=False, max_norm=1.0)
+    used = (emb2.weight * emb2.weight).sum()
+    emb2(dg.tensor([2]))
+    with pytest.raises(RuntimeError, match="in-place"):
+        used.backward()
+
+
 def test_embedding_int32_indices():
     emb = nn.Embedding(5, 2)
     a = emb(dg.tensor(np.array([1, 4], dtype=np.int32))).detach().numpy()
@@ -258,10 +287,10 @@ def test_embedding_errors():
         emb(dg.tensor([[1, 5]]))
     with pytest.raises(IndexError, match=r"index -1 is out of range"):
         emb(dg.tensor([-1]))
-    with pytest.raises(NotImplementedError, match="max_norm"):
-        nn.Embedding(5, 2, max_norm=1.0)
-    with pytest.raises(NotImplementedError, match="max_norm"):
-        F.embedding(dg.tensor([1]), dg.randn(5, 2), max_norm=1.0)
+    with pytest.raises(ValueError, match=r"Embedding: max_norm must be a norm \(>= 0\), got -1"):
+        nn.Embedding(5, 2, max_norm=-1)
+    with pytest.raises(ValueError, match=r"embedding: max_norm must be a norm \(>= 0\), got nan"):
+        F.embedding(dg.tensor([1]), dg.randn(5, 2), max_norm=float("nan"))
     with pytest.raises(ValueError, match=r"Embedding: padding_idx must be within "
                                          r"num_embeddings=5, got 5"):
         nn.Embedding(5, 2, padding_idx=5)

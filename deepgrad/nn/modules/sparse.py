@@ -32,7 +32,11 @@ class Embedding(Module):
         embedding_dim: the size of each vector.
         padding_idx: this row is initialised to zeros and gets no gradient (a learnable
             "padding" vector that stays fixed). Negative values count from the end.
-        max_norm: not supported (``NotImplementedError`` if set).
+        max_norm: if given, each row that a forward looks up and whose ``norm_type``-norm
+            exceeds it is first scaled, in place, to norm ``max_norm`` (as in PyTorch). The
+            weight changes in place, so an op that used it earlier in the same graph cannot
+            backward: clone the weight for such uses.
+        norm_type: the p of the p-norm for ``max_norm`` (default 2).
         scale_grad_by_freq: scale the gradients by the inverse frequency of the indices in
             the mini-batch.
         sparse: not supported (sparse gradients); must be False.
@@ -56,8 +60,8 @@ class Embedding(Module):
         for name, v in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"Embedding: {name} must be a positive integer, got {v!r}")
-        if max_norm is not None:
-            raise NotImplementedError("Embedding: max_norm is not supported")
+        if max_norm is not None and not max_norm >= 0:
+            raise ValueError(f"Embedding: max_norm must be a norm (>= 0), got {max_norm!r}")
         if sparse:
             raise NotImplementedError(
                 "Embedding: sparse gradients are not supported; use sparse=False")
@@ -91,8 +95,8 @@ class Embedding(Module):
                 self.weight.data[self.padding_idx] = 0
 
     def forward(self, input):
-        return nn_ops.embedding(input, self.weight, self.padding_idx, None, self.norm_type,
-                                self.scale_grad_by_freq, False)
+        return nn_ops.embedding(input, self.weight, self.padding_idx, self.max_norm,
+                                self.norm_type, self.scale_grad_by_freq, False)
 
     @classmethod
     def from_pretrained(cls, embeddings, freeze: bool = True, padding_idx: int | None = None,

@@ -6,6 +6,7 @@ import time beyond defining names.
 """
 from __future__ import annotations
 
+import math
 import sys
 import threading
 
@@ -103,11 +104,12 @@ class Workspace:
         """An uninitialised array; with ``align``, a view starting on an ``align``-byte
         boundary of a reusable byte buffer (NumPy aligns to 16 bytes only; elementwise loops
         over operands that straddle cache lines can run much slower)."""
-        dtype = np.dtype(dtype)
+        if not isinstance(dtype, np.dtype):
+            dtype = np.dtype(dtype)
+        n = dtype.itemsize * math.prod(shape)
+        if not align and n < self.min_bytes:  # the common case for small models: no lookup
+            return np.empty(shape, dtype)
         shape = tuple(shape)
-        n = dtype.itemsize
-        for s in shape:
-            n *= s
         if align:
             raw = self._take((n + align,), np.dtype(np.uint8), n + align)
             off = -raw.ctypes.data % align

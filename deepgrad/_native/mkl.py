@@ -325,6 +325,10 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     """``np.matmul(a, b, out=out)``, through MKL for float32/float64 matrices (2-d, or 3-d
     stacks of them, one operand possibly a single matrix) with at least ``MIN_MACS``
     multiply-adds per matrix, when MKL is available and the strides suit BLAS."""
+    sa, sb = a.shape, b.shape
+    if len(sa) == 2 == len(sb) and sa[0] * sa[1] * sb[1] < MIN_MACS:
+        # a small model's product: straight to NumPy (the checks below cost more than it)
+        return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
     if _suits(a, b):
         if a.ndim == 2 and b.ndim == 2:
             if out is None or (out.dtype == a.dtype and out.shape == (a.shape[0], b.shape[1])):

@@ -39,11 +39,11 @@ def unbroadcast(grad: np.ndarray, shape: tuple, node=None) -> np.ndarray:
     """Sum ``grad`` down to ``shape``, undoing NumPy broadcasting."""
     extra = grad.ndim - len(shape)
     if extra > 0:
-        grad = grad.sum(axis=tuple(range(extra)))
+        grad = np.add.reduce(grad, axis=tuple(range(extra)))  # ndarray.sum adds a Python layer
     if grad.shape != shape and extra >= 0:
         axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
         if axes:
-            grad = grad.sum(axis=axes, keepdims=True)
+            grad = np.add.reduce(grad, axis=axes, keepdims=True)
     if grad.shape != shape:
         op = node.name if node is not None else "backward"
         raise RuntimeError(
@@ -118,8 +118,12 @@ def backward(tensors, grad_tensors=None, retain_graph: bool = False, inputs=None
         for t, v in node._saved_versions:  # inputs changed in place since the forward?
             if t._version != v:
                 node._check_versions()  # raises, naming the op
-        if node._out_ref is not None:
-            node._check_versions()
+        out_ref = node._out_ref
+        if out_ref is not None:  # the saved output changed in place?
+            for ref in out_ref:
+                y = ref()
+                if y is not None and y._version != 0:
+                    node._check_versions()
         if node._n_out == 1:
             if node._hooks is not None:
                 g = _run_hooks(node._hooks.get(0, ()), g)
@@ -148,8 +152,8 @@ def backward(tensors, grad_tensors=None, retain_graph: bool = False, inputs=None
         for t, gi in zip(node_inputs, in_grads):
             if t is None or gi is None:
                 continue
-            if gi.shape != t.shape:
-                gi = unbroadcast(gi, t.shape, node)
+            if gi.shape != t.data.shape:
+                gi = unbroadcast(gi, t.data.shape, node)
             parent = t._ctx
             if parent is not None:
                 if parent._n_out == 1:  # _add_node_grad's first case, inline: the common one
@@ -161,7 +165,12 @@ def backward(tensors, grad_tensors=None, retain_graph: bool = False, inputs=None
                 # a gradient that is a view, or an array that the caller or another input
                 # also holds, is copied before it becomes a leaf's .grad
                 owned = gi.base is None and _only_holder(gi, g, in_grads)
-                _add_leaf(leaf_grads, t, gi, owned)
+                entry = leaf_grads.get(id(t))  # _add_leaf, inline
+                if entry is None:
+                    leaf_grads[id(t)] = [t, gi, owned]
+                else:
+                    entry[1] = entry[1] + gi
+                    entry[2] = True
 
     if capture is not None and inputs is not None:
         for t, g, _ in leaf_grads.values():

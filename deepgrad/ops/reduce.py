@@ -64,7 +64,8 @@ class Sum(Function):
         self.shape = x.shape
         self.axes = axes
         self.keepdim = keepdim
-        return np.sum(x, axis=axes, keepdims=keepdim)
+        # ufunc.reduce directly: np.sum makes the same call through a Python layer (1.6 us)
+        return np.add.reduce(x, axis=axes, keepdims=keepdim)
 
     def backward(self, grad):
         g = _expand_grad(grad, self.shape, self.axes, self.keepdim)
@@ -76,8 +77,8 @@ def sum(input, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         input = input.to(dtype)
     elif input.data.dtype.kind in "iub":
-        return _make(np.sum(input.data, axis=_axes("sum", dim, input.ndim), keepdims=keepdim,
-                            dtype=np.int64))
+        return _make(np.add.reduce(input.data, axis=_axes("sum", dim, input.ndim),
+                                   keepdims=keepdim, dtype=np.int64))
     return Sum.apply(input, _axes("sum", dim, input.data.ndim), keepdim)
 
 
@@ -162,8 +163,8 @@ class Amax(Function):
         self.x = x
         self.axes = axes
         self.keepdim = keepdim
-        self.out = np.min(x, axis=axes, keepdims=True) if smallest else \
-            np.max(x, axis=axes, keepdims=True)
+        self.out = np.minimum.reduce(x, axis=axes, keepdims=True) if smallest else \
+            np.maximum.reduce(x, axis=axes, keepdims=True)
         return self.out if keepdim else np.squeeze(self.out, axis=axes)
 
     def backward(self, grad):

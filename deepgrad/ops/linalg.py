@@ -25,20 +25,20 @@ class MatMul(Function):
             gb = grad * a if nb else None
         elif a.ndim == 1:  # (k) @ (..., k, n) -> (..., n)
             if na:
-                ga = (grad[..., None, :] @ np.swapaxes(b, -1, -2))[..., 0, :]
+                ga = (grad[..., None, :] @ b.swapaxes(-1, -2))[..., 0, :]
             if nb:
                 gb = a[:, None] * grad[..., None, :]
         elif b.ndim == 1:  # (..., m, k) @ (k) -> (..., m)
             if na:
                 ga = grad[..., :, None] * b
             if nb:
-                gb = (np.swapaxes(a, -1, -2) @ grad[..., :, None])[..., 0]
+                gb = (a.swapaxes(-1, -2) @ grad[..., :, None])[..., 0]
         else:
             # batch dims that were broadcast are summed away by the engine
             if na:
-                ga = gemm(grad, np.swapaxes(b, -1, -2))
+                ga = gemm(grad, b.swapaxes(-1, -2))
             if nb:
-                gb = gemm(np.swapaxes(a, -1, -2), grad)
+                gb = gemm(a.swapaxes(-1, -2), grad)
         return ga, gb
 
 

@@ -89,8 +89,15 @@ class Mean(Function):
         self.shape = x.shape
         self.axes = axes
         self.keepdim = keepdim
-        self.count = int(np.prod([x.shape[a] for a in axes])) if axes else 1
-        return np.mean(x, axis=axes, keepdims=keepdim)
+        self.count = count = math.prod([x.shape[a] for a in axes])
+        if not count or x.dtype == np.float16:
+            return np.mean(x, axis=axes, keepdims=keepdim)
+        # np.mean's own steps (numpy/_core/_methods.py: _mean) without its Python layers: the
+        # sum, then the division by the count as an intp, so the same bits
+        s = np.add.reduce(x, axis=axes, keepdims=keepdim)
+        if type(s) is np.ndarray:
+            return np.true_divide(s, np.intp(count), out=s, casting="unsafe")
+        return s.dtype.type(s / np.intp(count))
 
     def backward(self, grad):
         g = _expand_grad(grad, self.shape, self.axes, self.keepdim)
@@ -111,7 +118,7 @@ class Var(Function):
     def forward(self, x, axes, correction, keepdim, take_sqrt):
         self.axes = axes
         self.keepdim = keepdim
-        n = int(np.prod([x.shape[a] for a in axes])) if axes else 1
+        n = math.prod([x.shape[a] for a in axes])
         self.centered = x - np.mean(x, axis=axes, keepdims=True)
         self.denom = builtins.max(n - correction, 0)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -165,7 +172,7 @@ class Amax(Function):
         self.keepdim = keepdim
         self.out = np.minimum.reduce(x, axis=axes, keepdims=True) if smallest else \
             np.maximum.reduce(x, axis=axes, keepdims=True)
-        return self.out if keepdim else np.squeeze(self.out, axis=axes)
+        return self.out if keepdim else self.out.squeeze(axis=axes)
 
     def backward(self, grad):
         g = _expand_grad(grad, self.x.shape, self.axes, self.keepdim)
@@ -269,7 +276,7 @@ class LogSumExp(Function):
         self.out = out
         self.axes = axes
         self.keepdim = keepdim
-        return out if keepdim else np.squeeze(out, axis=axes)
+        return out if keepdim else out.squeeze(axis=axes)
 
     def backward(self, grad):
         g = _expand_grad(grad, self.x.shape, self.axes, self.keepdim)

@@ -113,10 +113,10 @@ class Permute(Function):
 
     def forward(self, x, dims):
         self.dims = dims
-        return np.transpose(x, dims)
+        return x.transpose(dims)
 
     def backward(self, grad):
-        return np.transpose(grad, np.argsort(self.dims)), None
+        return grad.transpose(np.argsort(self.dims)), None
 
 
 def permute(input, *dims):

@@ -1,8 +1,6 @@
 """Matrix products."""
 from __future__ import annotations
 
-import numpy as np
-
 from .._native.mkl import matmul as gemm
 from ..autograd.function import Function
 from ..tensor import Tensor

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd.function import Function
-from ..tensor import Tensor, _make
+from ..tensor import Tensor
 
 
 def _size_args(op: str, sizes) -> tuple:

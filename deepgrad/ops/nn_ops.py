@@ -1355,9 +1355,9 @@ def _softmax_grad_native(e, q, rows, hit):
         return None
     dt = e.dtype
     hit = np.asarray(hit)
-    if hit.dtype != dt or q.dtype != dt or hit.ndim > 1:
+    k = _native.for_dtype(dt)  # (None if the kernels were turned off since the forward)
+    if k is None or hit.dtype != dt or q.dtype != dt or hit.ndim > 1:
         return None
-    k = _native.for_dtype(dt)
     per_row = hit.ndim  # else one value for every row
     hit = np.ascontiguousarray(hit)  # (note: 1-d even for a scalar)
     q = np.ascontiguousarray(q)

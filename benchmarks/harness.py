@@ -117,7 +117,9 @@ def git_state() -> dict[str, Any]:
             return None
         return out.stdout.strip()
 
-    status = git("status", "--porcelain")
+    # the results directory left out: a run right after another would count that run's
+    # record, not yet committed, as a change to the code measured
+    status = git("status", "--porcelain", "--", ".", ":(exclude)benchmarks/results")
     dirty = bool(status) if status is not None else None
     return {"commit": git("rev-parse", "HEAD"), "dirty": dirty}
 

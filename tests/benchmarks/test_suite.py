@@ -265,3 +265,35 @@ def test_quiesce_waits_for_a_busy_thread_and_not_otherwise():
     finally:
         stop.set()
         worker.join()
+
+
+def test_git_state_is_dirty_for_code_changes_not_for_result_records(tmp_path, monkeypatch):
+    """A run right after another finds the first run's record uncommitted in
+    benchmarks/results: that is not a change to the code measured, so the second run is not
+    marked dirty; an edited or new file anywhere else is."""
+    import shutil
+
+    import harness
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True,
+                       env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+
+    git("init", "-q")
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("commit", "-q", "-m", "start")
+    monkeypatch.setattr(harness, "REPO_ROOT", tmp_path)
+    assert harness.git_state()["dirty"] is False
+    (tmp_path / "benchmarks" / "results" / "20261203-000000.json").write_text("{}")
+    assert harness.git_state()["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert harness.git_state()["dirty"] is True
+    git("checkout", "-q", "code.py")
+    (tmp_path / "new.py").write_text("y = 1\n")
+    assert harness.git_state()["dirty"] is True

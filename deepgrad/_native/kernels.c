@@ -1521,6 +1521,16 @@ static inline void steps_to_columns(void *dst, long ld, const void *src, long bl
                         * es, n * es);
 }
 
+/* In a loop over time steps: step t is done; every `chunk` steps, and at the `last`, the blocks
+ * of the steps pending are copied into columns (steps_to_columns), while they are still in
+ * cache. `ascending`: t grows from step to step. Returns the steps still pending. */
+static inline long step_done(void *dst, long ld, const void *src, long block, long rows, long n,
+                             long t, int ascending, int last, long pending, long chunk, long es) {
+    if (++pending != chunk && !last) return pending;
+    steps_to_columns(dst, ld, src, block, rows, n, ascending ? t - pending + 1 : t, pending, es);
+    return 0;
+}
+
 #define LSTM_SEQUENCE(T, S)                                                                     \
 static void lstm_tanh_##S(ufunc_loop_fn loop, void *data, T *x, T *y, long n) {                 \
     char *args[2] = {(char *)x, (char *)y};                                                     \
@@ -1583,11 +1593,8 @@ void lstm_backward_seq_##S(T *a, const T *tc, const T *c, const T *c_init, const
         ((gemm_##S##_fn)gemm)(CBLAS_ROW_MAJOR, CBLAS_TRANS, CBLAS_NO_TRANS, H, N, 4 * H, 1,     \
                               whp, H, at, N, 0, rec, N);                                        \
         src = rec, rj = N, rn = 1;                                                              \
-        if (++pending == chunk || s == steps - 1) {                                             \
-            steps_to_columns(dz, ldz, a, 4 * hn, 4 * H, N, reverse ? t - pending + 1 : t,       \
-                             pending, sizeof(T));                                               \
-            pending = 0;                                                                        \
-        }                                                                                       \
+        pending = step_done(dz, ldz, a, 4 * hn, 4 * H, N, t, reverse, s == steps - 1, pending,  \
+                            chunk, sizeof(T));                                                  \
     }                                                                                           \
     stream_done();                                                                              \
 }
@@ -1650,11 +1657,8 @@ void rnn_backward_seq_##S(T *z, const T *cols, long ld, const T *h_last, const T
                               H, zt, N, 0, rec, N);                                             \
         for (long k = 0; k < hn; k++) rec[k] = flush_##S(rec[k]);                               \
         src = rec, rj = N, rn = 1;                                                              \
-        if (++pending == chunk || s == steps - 1) {                                             \
-            steps_to_columns(dz, ldz, z, hn, H, N, reverse ? t - pending + 1 : t, pending,      \
-                             sizeof(T));                                                        \
-            pending = 0;                                                                        \
-        }                                                                                       \
+        pending = step_done(dz, ldz, z, hn, H, N, t, reverse, s == steps - 1, pending, chunk,   \
+                            sizeof(T));                                                         \
     }                                                                                           \
     stream_done();                                                                              \
 }
@@ -1695,11 +1699,9 @@ void gru_forward_seq_##S(const T *w, long K, T *hp, T *a, T *h_last, T *out, lon
             h[k] = n[k] + d;                                                                    \
         }                                                                                       \
         transpose_##S(h, N, out + t * out_st, out_sn, H, N);                                   \
-        if (hx && (++pending == chunk || s == steps - 1)) {                                     \
-            steps_to_columns(hx, ldx, hp, K * N, K, N, reverse ? t : t - pending + 1, pending,  \
-                             sizeof(T));                                                        \
-            pending = 0;                                                                        \
-        }                                                                                       \
+        if (hx)                                                                                 \
+            pending = step_done(hx, ldx, hp, K * N, K, N, t, !reverse, s == steps - 1, pending, \
+                                chunk, sizeof(T));                                              \
     }                                                                                           \
     stream_done();                                                                              \
 }                                                                                               \
@@ -1743,11 +1745,8 @@ void gru_backward_seq_##S(T *a, const T *hp, long K, const T *ghn_in, long gn_n,
                               whp, H, at, N, 0, rec, N);                                        \
         for (long k = 0; k < hn; k++) rec[k] = flush_##S(rec[k] + dd[k]);                        \
         src = rec, rj = N, rn = 1;                                                              \
-        if (++pending == chunk || s == steps - 1) {                                             \
-            steps_to_columns(dz, ldz, a, 4 * hn, 4 * H, N, reverse ? t - pending + 1 : t,       \
-                             pending, sizeof(T));                                               \
-            pending = 0;                                                                        \
-        }                                                                                       \
+        pending = step_done(dz, ldz, a, 4 * hn, 4 * H, N, t, reverse, s == steps - 1, pending,  \
+                            chunk, sizeof(T));                                                  \
     }                                                                                           \
     stream_done();                                                                              \
 }

@@ -13,7 +13,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q
 # Kept in step with the `oracle` and `mkl` extras in pyproject.toml.
 ORACLE ?= torch==2.13.0
-MKL ?= mkl>=2024
+# tbb-devel: the headers deepgrad/_native/parallel.cpp builds against (MKL's TBB threads)
+MKL ?= mkl>=2024 tbb-devel
 DEMO ?= examples/mnist_demo.py
 THREADS ?= 2
 ARGS ?=
@@ -67,7 +68,7 @@ $(VENV)/.stamp-oracle: pyproject.toml | $(PY)
 # MKL is deepgrad's optional GEMM (deepgrad/_native/mkl.py); the tests check it against NumPy
 # and the benchmarks use it. Where it cannot be installed, deepgrad runs on NumPy's BLAS.
 $(VENV)/.stamp-mkl: pyproject.toml | $(PY)
-	$(PIP) install '$(MKL)' || \
+	$(PIP) install $(foreach p,$(MKL),'$(p)') || \
 		echo 'WARNING: could not install $(MKL); GEMMs use NumPy and the MKL tests are skipped.'
 	@touch $@
 

@@ -261,6 +261,9 @@ def _load() -> None:
     _state["reason"] = f"loaded {path}"
     _state["cdll"] = cdll
     _aligned_memory()
+    from . import parallel
+
+    parallel.kernels_loaded(cdll)
 
 
 def _aligned_memory() -> None:
@@ -306,7 +309,10 @@ def status() -> str:
         return "native kernels: off (DEEPGRAD_NATIVE=0 or enabled(False))"
     lib()
     used = "on" if _state["lib"] is not None else "unavailable, using NumPy"
-    return f"native kernels: {used}: {_state['reason']}; {memory.status()}"
+    from . import parallel
+
+    return (f"native kernels: {used}: {_state['reason']}; {memory.status()}; "
+            f"{parallel.status()}")
 
 
 @contextlib.contextmanager

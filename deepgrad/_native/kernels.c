@@ -123,18 +123,63 @@ void transpose_##S(const T *restrict src, long ss, T *restrict dst, long ds, lon
 TRANSPOSE(float, f32, 16)
 TRANSPOSE(double, f64, 8)
 
+/* ---- parts run at once ---------------------------------------------------------------------
+ * A kernel over many independent elements splits them into parts, one per thread. The parts run
+ * on the parallel loop deepgrad/_native/parallel.py hands in (parallel.cpp: oneTBB's
+ * parallel_for, on the worker threads MKL's TBB layer keeps, so no thread of ours competes with
+ * MKL's for a core), or one after another on the calling thread when there is none. Every
+ * element gets the same operations whichever part it falls in: the same bits on any number of
+ * threads. */
+typedef void (*part_fn)(void *ctx, long part);
+typedef void (*parallel_fn)(part_fn fn, void *ctx, long parts);
+static parallel_fn parallel_loop = 0;
+static long parallel_parts = 1;
+
+/* Below this many elements a kernel runs whole on the calling thread: handing a part to another
+ * thread costs a few microseconds, and more when that thread has gone to sleep. */
+#define PARALLEL_MIN 32768
+
+/* loop: the parallel loop, or NULL to run parts in turn; parts: how many a large kernel makes */
+void set_parallel(void *loop, long parts) {
+    parallel_loop = (parallel_fn)loop;
+    parallel_parts = parts > 1 ? parts : 1;
+}
+
+static inline long parts_for(long n) { return n >= PARALLEL_MIN ? parallel_parts : 1; }
+
+static void run_parts(part_fn fn, void *ctx, long parts) {
+    if (parts > 1 && parallel_loop) {
+        parallel_loop(fn, ctx, parts);
+        return;
+    }
+    for (long i = 0; i < parts; i++) fn(ctx, i);
+}
+
+/* Where part i of n items split into parts starts (part `parts` starts at n): on a multiple of
+ * align items, so that parts do not share cache lines. */
+static inline long part_start(long n, long parts, long i, long align) {
+    return i >= parts ? n : n / parts * i / align * align;
+}
+
 #define KERNELS(T, S)                                                                           \
                                                                                                 \
 /* LSTM forward, after tanh of the pre-activations a (4H, N), gates (i, f, o, g) with i, f, o  \
  * pre-halved: sigmoid = 0.5 * tanh + 0.5 for i, f, o, then the cell c = f * c_prev + i * g. */ \
-void lstm_gates_##S(T *restrict a, const T *restrict c_prev, T *restrict c, long hn) {         \
-    for (long k = 0; k < 3 * hn; k++) a[k] = a[k] * (T)0.5 + (T)0.5;                           \
-    const T *i = a, *f = a + hn, *g = a + 3 * hn;                                              \
-    for (long k = 0; k < hn; k++) {                                                             \
+static void lstm_gates_rows_##S(T *restrict a, long gs, const T *restrict c_prev,               \
+                                T *restrict c, long lo, long hi) {                              \
+    for (int b = 0; b < 3; b++)                                                                 \
+        for (long k = b * gs + lo; k < b * gs + hi; k++) a[k] = a[k] * (T)0.5 + (T)0.5;         \
+    const T *i = a, *f = a + gs, *g = a + 3 * gs;                                               \
+    for (long k = lo; k < hi; k++) {                                                            \
         T fc = f[k] * c_prev[k];                                                                \
         T ig = i[k] * g[k];                                                                     \
         c[k] = fc + ig;                                                                         \
     }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* (lstm_gates_rows does it for elements [lo, hi) of each block, the blocks gs apart) */        \
+void lstm_gates_##S(T *a, const T *c_prev, T *c, long hn) {                                     \
+    lstm_gates_rows_##S(a, hn, c_prev, c, 0, hn);                                               \
 }                                                                                               \
                                                                                                 \
 /* LSTM forward, after tanh of the cell: h = o * tanh(c) into h (H rows of N, row stride ldh: \
@@ -170,12 +215,12 @@ static inline void carried_plus_output_##S(const T *dh_rec, long rj, long rn, co
  * gradient: a transpose); dc (H, N) the carried cell gradient, updated in place. With flush, \
  * dh_rec (then contiguous) and dc are first flushed like the NumPy path's carry after its    \
  * GEMM. */                                                                                     \
-void lstm_backward_step_##S(T *restrict a, const T *restrict tc, const T *restrict c_prev,      \
-                            T *restrict dh_rec, long rj, long rn, const T *restrict gout,       \
-                            long gn, long gj, T *restrict dc, T *restrict dh, long H, long N,   \
-                            int flush) {                                                        \
+static void lstm_backward_rows_##S(T *restrict a, long gs, const T *restrict tc,                \
+                                   const T *restrict c_prev, T *restrict dh_rec, long rj,       \
+                                   long rn, const T *restrict gout, long gn, long gj,           \
+                                   T *restrict dc, T *restrict dh, long H, long N, int flush) { \
     long hn = H * N;                                                                            \
-    T *ai = a, *af = a + hn, *ao = a + 2 * hn, *ag = a + 3 * hn;                                \
+    T *ai = a, *af = a + gs, *ao = a + 2 * gs, *ag = a + 3 * gs;                                \
     if (flush) {                                                                                \
         for (long k = 0; k < hn; k++) dh_rec[k] = flush_##S(dh_rec[k]);                         \
         for (long k = 0; k < hn; k++) dc[k] = flush_##S(dc[k]);                                 \
@@ -201,25 +246,35 @@ void lstm_backward_step_##S(T *restrict a, const T *restrict tc, const T *restri
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
-/* Activation gradients from the saved output y, in one pass (deepgrad/ops/elementwise.py). */ \
-void tanh_backward_##S(const T *restrict y, const T *restrict g, T *restrict out, long n) {    \
+/* (lstm_backward_rows runs it on H rows of a larger step: the gate blocks are gs apart) */     \
+void lstm_backward_step_##S(T *a, const T *tc, const T *c_prev, T *dh_rec, long rj, long rn,    \
+                            const T *gout, long gn, long gj, T *dc, T *dh, long H, long N,      \
+                            int flush) {                                                        \
+    lstm_backward_rows_##S(a, H * N, tc, c_prev, dh_rec, rj, rn, gout, gn, gj, dc, dh, H, N,    \
+                           flush);                                                              \
+}                                                                                               \
+                                                                                                \
+/* Activation gradients from the saved output y, in one pass (deepgrad/ops/elementwise.py). */  \
+static void tanh_backward_one_##S(const T *restrict y, const T *restrict g, T *restrict out,    \
+                                  long n) {                                                     \
     for (long k = 0; k < n; k++) out[k] = g[k] * ((T)1 - y[k] * y[k]);                         \
 }                                                                                               \
                                                                                                 \
-void sigmoid_backward_##S(const T *restrict y, const T *restrict g, T *restrict out, long n) { \
+static void sigmoid_backward_one_##S(const T *restrict y, const T *restrict g, T *restrict out, \
+                                     long n) {                                                  \
     for (long k = 0; k < n; k++) out[k] = ((T)1 - y[k]) * y[k] * g[k];                          \
 }                                                                                               \
                                                                                                 \
 /* max(x, 0) as np.maximum gives it: NaN stays NaN, -0.0 becomes 0.0. out may be x (a layer  \
  * activating its own output): each element is read before it is written. */                  \
-void relu_forward_##S(const T *x, T *out, long n) {                                             \
+static void relu_forward_one_##S(const T *x, T *out, long n) {                                  \
     _Pragma("GCC ivdep")                                                                        \
     for (long k = 0; k < n; k++) out[k] = x[k] <= 0 ? (T)0 : x[k];                              \
 }                                                                                               \
                                                                                                 \
 /* y = max(y + b, 0) in place over rows of y (rows, cols), b (cols): a Linear's bias and the  \
  * ReLU after it in one pass, the same bits as the add and then relu_forward */                \
-void bias_relu_##S(T *restrict y, const T *restrict b, long rows, long cols) {                  \
+static void bias_relu_one_##S(T *restrict y, const T *restrict b, long rows, long cols) {       \
     for (long r = 0; r < rows; r++) {                                                           \
         T *yr = y + r * cols;                                                                   \
         for (long k = 0; k < cols; k++) {                                                       \
@@ -230,7 +285,8 @@ void bias_relu_##S(T *restrict y, const T *restrict b, long rows, long cols) {  
 }                                                                                               \
                                                                                                 \
 /* the mask y > 0 as 1 or 0, times g: NaN in y passes no gradient; g * 0 keeps its sign */      \
-void relu_backward_##S(const T *restrict y, const T *restrict g, T *restrict out, long n) {    \
+static void relu_backward_one_##S(const T *restrict y, const T *restrict g, T *restrict out,    \
+                                  long n) {                                                     \
     for (long k = 0; k < n; k++) out[k] = g[k] * (y[k] > 0 ? (T)1 : (T)0);                      \
 }                                                                                               \
                                                                                                 \
@@ -240,8 +296,8 @@ void relu_backward_##S(const T *restrict y, const T *restrict g, T *restrict out
                                                                                                 \
 /* SGD (deepgrad/optim/sgd.py: SGD._update with l2_gradient). flags: 1 weight decay,           \
  * 2 maximize, 4 momentum, 8 first step (fresh buffer), 16 dampening, 32 nesterov. */           \
-void sgd_update_##S(T *restrict p, const T *restrict d, T *restrict buf, long n, T neg_lr,     \
-                    T wd, T mom, T damp, int flags) {                                           \
+static void sgd_update_one_##S(T *restrict p, const T *restrict d, T *restrict buf, long n,     \
+                               T neg_lr, T wd, T mom, T damp, int flags) {                      \
     int has_wd = flags & 1, maximize = flags & 2, has_mom = flags & 4, fresh = flags & 8;       \
     int has_damp = flags & 16, nesterov = flags & 32;                                           \
     T g[BLOCK];                                                                                 \
@@ -280,9 +336,9 @@ void sgd_update_##S(T *restrict p, const T *restrict d, T *restrict buf, long n,
                                                                                                 \
 /* Adam / AdamW (deepgrad/optim/adam.py: Adam._update). flags: 1 weight decay, 2 decoupled,    \
  * 4 maximize, 8 amsgrad (vmax given), 16 lerp form m + w1*(d - m) (else d - w1*(d - m)). */   \
-void adam_update_##S(T *restrict p, const T *restrict d, T *restrict m, T *restrict v,          \
-                     T *restrict vmax, long n, T w1, T b2, T omb2, T eps, T wd, T decay,        \
-                     T bc2_sqrt, T neg_step, int flags) {                                       \
+static void adam_update_one_##S(T *restrict p, const T *restrict d, T *restrict m,              \
+                                T *restrict v, T *restrict vmax, long n, T w1, T b2, T omb2,    \
+                                T eps, T wd, T decay, T bc2_sqrt, T neg_step, int flags) {      \
     int has_wd = flags & 1, decoupled = flags & 2, maximize = flags & 4, ams = flags & 8;       \
     int lerp_add = flags & 16;                                                                  \
     T g[BLOCK], u[BLOCK];                                                                       \
@@ -326,6 +382,100 @@ static inline double sqrtf64_(double x) { return sqrt(x); }
 
 KERNELS(float, f32)
 KERNELS(double, f64)
+
+/* ---- the elementwise kernels above, split into parts (run_parts); their ranges start on whole
+ * cache lines (16 floats) and the optimizers' on whole blocks, so each part's loops are the
+ * same as in a single pass */
+#define PARTED(T, S)                                                                            \
+typedef struct { const T *a, *b; T *out; long n, parts; } pair_ctx_##S;                         \
+                                                                                                \
+/* kernel(a + lo, b + lo, out + lo, hi - lo) for the part's range [lo, hi) */                   \
+static void pair_range_##S(void *ctx, long i, long *lo, long *hi) {                             \
+    pair_ctx_##S *c = ctx;                                                                      \
+    *lo = part_start(c->n, c->parts, i, 16);                                                    \
+    *hi = part_start(c->n, c->parts, i + 1, 16);                                                \
+}                                                                                               \
+                                                                                                \
+PAIR_KERNEL(T, S, tanh_backward)                                                                \
+PAIR_KERNEL(T, S, sigmoid_backward)                                                             \
+PAIR_KERNEL(T, S, relu_backward)                                                                \
+                                                                                                \
+static void relu_forward_part_##S(void *ctx, long i) {                                          \
+    pair_ctx_##S *c = ctx;                                                                      \
+    long lo, hi;                                                                                \
+    pair_range_##S(ctx, i, &lo, &hi);                                                           \
+    relu_forward_one_##S(c->a + lo, c->out + lo, hi - lo);                                      \
+}                                                                                               \
+                                                                                                \
+void relu_forward_##S(const T *x, T *out, long n) {                                             \
+    pair_ctx_##S c = {x, 0, out, n, parts_for(n)};                                              \
+    run_parts(relu_forward_part_##S, &c, c.parts);                                              \
+}                                                                                               \
+                                                                                                \
+/* the rows split: y (rows, cols) and the bias b */                                             \
+typedef struct { T *y; const T *b; long rows, cols, parts; } rows_ctx_##S;                      \
+                                                                                                \
+static void bias_relu_part_##S(void *ctx, long i) {                                             \
+    rows_ctx_##S *c = ctx;                                                                      \
+    long lo = part_start(c->rows, c->parts, i, 1), hi = part_start(c->rows, c->parts, i + 1, 1); \
+    bias_relu_one_##S(c->y + lo * c->cols, c->b, hi - lo, c->cols);                             \
+}                                                                                               \
+                                                                                                \
+void bias_relu_##S(T *y, const T *b, long rows, long cols) {                                    \
+    rows_ctx_##S c = {y, b, rows, cols, parts_for(rows * cols)};                                \
+    run_parts(bias_relu_part_##S, &c, c.parts);                                                 \
+}                                                                                               \
+                                                                                                \
+typedef struct { T *p; const T *d; T *buf; long n; T neg_lr, wd, mom, damp; int flags;          \
+                 long parts; } sgd_ctx_##S;                                                     \
+                                                                                                \
+static void sgd_update_part_##S(void *ctx, long i) {                                            \
+    sgd_ctx_##S *c = ctx;                                                                       \
+    long lo = part_start(c->n, c->parts, i, BLOCK), hi = part_start(c->n, c->parts, i + 1, BLOCK); \
+    sgd_update_one_##S(c->p + lo, c->d + lo, c->buf ? c->buf + lo : 0, hi - lo, c->neg_lr,      \
+                       c->wd, c->mom, c->damp, c->flags);                                       \
+}                                                                                               \
+                                                                                                \
+void sgd_update_##S(T *p, const T *d, T *buf, long n, T neg_lr, T wd, T mom, T damp,            \
+                    int flags) {                                                                \
+    sgd_ctx_##S c = {p, d, buf, n, neg_lr, wd, mom, damp, flags, parts_for(n)};                 \
+    run_parts(sgd_update_part_##S, &c, c.parts);                                                \
+}                                                                                               \
+                                                                                                \
+typedef struct { T *p; const T *d; T *m, *v, *vmax; long n; T w1, b2, omb2, eps, wd, decay,     \
+                 bc2_sqrt, neg_step; int flags; long parts; } adam_ctx_##S;                     \
+                                                                                                \
+static void adam_update_part_##S(void *ctx, long i) {                                           \
+    adam_ctx_##S *c = ctx;                                                                      \
+    long lo = part_start(c->n, c->parts, i, BLOCK), hi = part_start(c->n, c->parts, i + 1, BLOCK); \
+    adam_update_one_##S(c->p + lo, c->d + lo, c->m + lo, c->v + lo, c->vmax ? c->vmax + lo : 0, \
+                        hi - lo, c->w1, c->b2, c->omb2, c->eps, c->wd, c->decay, c->bc2_sqrt,   \
+                        c->neg_step, c->flags);                                                 \
+}                                                                                               \
+                                                                                                \
+void adam_update_##S(T *p, const T *d, T *m, T *v, T *vmax, long n, T w1, T b2, T omb2, T eps,  \
+                     T wd, T decay, T bc2_sqrt, T neg_step, int flags) {                        \
+    adam_ctx_##S c = {p, d, m, v, vmax, n, w1, b2, omb2, eps, wd, decay, bc2_sqrt, neg_step,    \
+                      flags, parts_for(n)};                                                     \
+    run_parts(adam_update_part_##S, &c, c.parts);                                               \
+}
+
+/* kernel(y, g, out, n) over parts */
+#define PAIR_KERNEL(T, S, name)                                                                 \
+static void name##_part_##S(void *ctx, long i) {                                                \
+    pair_ctx_##S *c = ctx;                                                                      \
+    long lo, hi;                                                                                \
+    pair_range_##S(ctx, i, &lo, &hi);                                                           \
+    name##_one_##S(c->a + lo, c->b + lo, c->out + lo, hi - lo);                                 \
+}                                                                                               \
+                                                                                                \
+void name##_##S(const T *y, const T *g, T *out, long n) {                                       \
+    pair_ctx_##S c = {y, g, out, n, parts_for(n)};                                              \
+    run_parts(name##_part_##S, &c, c.parts);                                                    \
+}
+
+PARTED(float, f32)
+PARTED(double, f64)
 
 /* ---- convolution ----------------------------------------------------------------------------
  * Direct 2-d convolution for layers with few input channels times taps (LeNet's), where a GEMM
@@ -1524,10 +1674,28 @@ static inline void steps_to_columns(void *dst, long ld, const void *src, long bl
 /* In a loop over time steps: step t is done; every `chunk` steps, and at the `last`, the blocks
  * of the steps pending are copied into columns (steps_to_columns), while they are still in
  * cache. `ascending`: t grows from step to step. Returns the steps still pending. */
+typedef struct {
+    void *dst;
+    const void *src;
+    long ld, block, rows, n, lo, count, es, parts;
+} columns_ctx;
+
+/* steps_to_columns for part i of the rows; each part orders its own streamed stores */
+static void columns_part(void *ctx, long i) {
+    columns_ctx *c = ctx;
+    long g0 = part_start(c->rows, c->parts, i, 1), g1 = part_start(c->rows, c->parts, i + 1, 1);
+    steps_to_columns((char *)c->dst + g0 * c->ld * c->es, c->ld,
+                     (const char *)c->src + g0 * c->n * c->es, c->block, g1 - g0, c->n, c->lo,
+                     c->count, c->es);
+    stream_done();
+}
+
 static inline long step_done(void *dst, long ld, const void *src, long block, long rows, long n,
                              long t, int ascending, int last, long pending, long chunk, long es) {
     if (++pending != chunk && !last) return pending;
-    steps_to_columns(dst, ld, src, block, rows, n, ascending ? t - pending + 1 : t, pending, es);
+    columns_ctx c = {dst, src, ld, block, rows, n, ascending ? t - pending + 1 : t, pending, es,
+                     parts_for(rows * n * pending)};
+    run_parts(columns_part, &c, c.parts);
     return 0;
 }
 
@@ -1536,6 +1704,62 @@ static void lstm_tanh_##S(ufunc_loop_fn loop, void *data, T *x, T *y, long n) { 
     char *args[2] = {(char *)x, (char *)y};                                                     \
     long dims[1] = {n}, steps[2] = {sizeof(T), sizeof(T)};                                      \
     loop(args, dims, steps, data);                                                              \
+}                                                                                               \
+                                                                                                \
+/* The gate math of one forward step for the hidden units of part i (a block of rows of each    \
+ * gate, on whole cache lines of the output rows): tanh of the gates, the cells, tanh of the    \
+ * cells, the state h (rows ldh apart) and its transpose into the output rows. One part makes   \
+ * one tanh call over all four gates, as the NumPy loop does. */                                \
+typedef struct {                                                                                \
+    ufunc_loop_fn loop;                                                                         \
+    void *data;                                                                                 \
+    T *a;                                                                                       \
+    const T *c_prev;                                                                            \
+    T *c, *tc, *h;                                                                              \
+    long ldh;                                                                                   \
+    T *out;                                                                                     \
+    long out_sn, H, N, parts;                                                                   \
+} lstm_step_ctx_##S;                                                                            \
+                                                                                                \
+static void lstm_step_part_##S(void *ctx, long i) {                                             \
+    lstm_step_ctx_##S *s = ctx;                                                                 \
+    long N = s->N, hn = s->H * N;                                                               \
+    long j0 = part_start(s->H, s->parts, i, 16), j1 = part_start(s->H, s->parts, i + 1, 16);    \
+    long lo = j0 * N, n = (j1 - j0) * N;                                                        \
+    if (n == 0) return;                                                                         \
+    if (s->parts == 1)                                                                          \
+        lstm_tanh_##S(s->loop, s->data, s->a, s->a, 4 * hn);                                    \
+    else                                                                                        \
+        for (int g = 0; g < 4; g++)                                                             \
+            lstm_tanh_##S(s->loop, s->data, s->a + g * hn + lo, s->a + g * hn + lo, n);         \
+    lstm_gates_rows_##S(s->a, hn, s->c_prev, s->c, lo, lo + n);                                 \
+    lstm_tanh_##S(s->loop, s->data, s->c + lo, s->tc + lo, n);                                  \
+    lstm_output_##S(s->a + 2 * hn + lo, s->tc + lo, s->h + j0 * s->ldh, s->ldh, s->out + j0,    \
+                    j1 - j0, N, s->out_sn);                                                     \
+}                                                                                               \
+                                                                                                \
+/* One backward step (lstm_backward_rows) for the hidden units of part i */                     \
+typedef struct {                                                                                \
+    T *a;                                                                                       \
+    const T *tc, *c_prev;                                                                       \
+    T *dh_rec;                                                                                  \
+    long rj, rn;                                                                                \
+    const T *gout;                                                                              \
+    long gn, gj;                                                                                \
+    T *dc, *dh;                                                                                 \
+    long H, N, parts;                                                                           \
+    int flush;                                                                                  \
+} lstm_back_ctx_##S;                                                                            \
+                                                                                                \
+static void lstm_back_part_##S(void *ctx, long i) {                                             \
+    lstm_back_ctx_##S *s = ctx;                                                                 \
+    long N = s->N;                                                                              \
+    long j0 = part_start(s->H, s->parts, i, 16), j1 = part_start(s->H, s->parts, i + 1, 16);    \
+    long lo = j0 * N;                                                                           \
+    if (j1 == j0) return;                                                                       \
+    lstm_backward_rows_##S(s->a + lo, s->H * N, s->tc + lo, s->c_prev + lo,                     \
+                           s->dh_rec + j0 * s->rj, s->rj, s->rn, s->gout + j0 * s->gj, s->gn,   \
+                           s->gj, s->dc + lo, s->dh + lo, j1 - j0, N, s->flush);                \
 }                                                                                               \
                                                                                                 \
 /* Forward over `steps` steps, in reverse order with `reverse`. w (4H, K): the gate weights;    \
@@ -1549,7 +1773,7 @@ void lstm_forward_seq_##S(const T *w, long K, T *cols, long ld, T *a, long a_mod
                           long c_mod, T *tc, long tc_mod, const T *c_init, T *h_last, T *out,   \
                           long out_st, long out_sn, long H, long N, long steps, int reverse,    \
                           void *gemm, void *tanh_loop, void *tanh_data) {                       \
-    long hn = H * N;                                                                            \
+    long hn = H * N, parts = parts_for(4 * hn);                                                 \
     const T *c_prev = c_init;                                                                   \
     for (long s = 0; s < steps; s++) {                                                          \
         long t = reverse ? steps - 1 - s : s, next = reverse ? t - 1 : t + 1;                   \
@@ -1557,14 +1781,11 @@ void lstm_forward_seq_##S(const T *w, long K, T *cols, long ld, T *a, long a_mod
         T *tct = tc + (t % tc_mod) * hn;                                                        \
         ((gemm_##S##_fn)gemm)(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, 4 * H, N, K, 1,  \
                               w, K, cols + t * N, ld, 0, at, N);                                \
-        lstm_tanh_##S((ufunc_loop_fn)tanh_loop, tanh_data, at, at, 4 * hn);                     \
-        lstm_gates_##S(at, c_prev, ct, hn);                                                     \
-        lstm_tanh_##S((ufunc_loop_fn)tanh_loop, tanh_data, ct, tct, hn);                        \
-        if (0 <= next && next < steps)                                                          \
-            lstm_output_##S(at + 2 * hn, tct, cols + next * N, ld, out + t * out_st, H, N,      \
-                            out_sn);                                                            \
-        else                                                                                    \
-            lstm_output_##S(at + 2 * hn, tct, h_last, N, out + t * out_st, H, N, out_sn);       \
+        int inner = 0 <= next && next < steps;                                                  \
+        lstm_step_ctx_##S sc = {(ufunc_loop_fn)tanh_loop, tanh_data, at, c_prev, ct, tct,       \
+                                inner ? cols + next * N : h_last, inner ? ld : N,               \
+                                out + t * out_st, out_sn, H, N, parts};                         \
+        run_parts(lstm_step_part_##S, &sc, parts);                                              \
         c_prev = ct;                                                                            \
     }                                                                                           \
 }                                                                                               \
@@ -1581,15 +1802,16 @@ void lstm_backward_seq_##S(T *a, const T *tc, const T *c, const T *c_init, const
                            long gn_n, long gn_j, const T *gout, long g_st, long gn, long gj,    \
                            T *dc, T *dh, T *rec, const T *whp, T *dz, long ldz, long chunk,     \
                            long H, long N, long steps, int reverse, void *gemm) {               \
-    long hn = H * N, pending = 0;                                                               \
+    long hn = H * N, pending = 0, parts = parts_for(4 * hn);                                    \
     const T *src = ghn;                                                                         \
     long rj = gn_j, rn = gn_n;                                                                  \
     for (long s = 0; s < steps; s++) {                                                          \
         long t = reverse ? s : steps - 1 - s, prev = reverse ? t + 1 : t - 1;                   \
         T *at = a + t * 4 * hn;                                                                 \
-        lstm_backward_step_##S(at, tc + t * hn, 0 <= prev && prev < steps ? c + prev * hn       \
-                               : c_init, (T *)src, rj, rn, gout + t * g_st, gn, gj, dc, dh, H,  \
-                               N, s > 0);                                                       \
+        lstm_back_ctx_##S bc = {at, tc + t * hn, 0 <= prev && prev < steps ? c + prev * hn      \
+                                : c_init, (T *)src, rj, rn, gout + t * g_st, gn, gj, dc, dh, H, \
+                                N, parts, s > 0};                                               \
+        run_parts(lstm_back_part_##S, &bc, parts);                                              \
         ((gemm_##S##_fn)gemm)(CBLAS_ROW_MAJOR, CBLAS_TRANS, CBLAS_NO_TRANS, H, N, 4 * H, 1,     \
                               whp, H, at, N, 0, rec, N);                                        \
         src = rec, rj = N, rn = 1;                                                              \
@@ -1861,7 +2083,7 @@ BN_VEC(double, f64)
 #define ROW_KERNELS(T, S)                                                                       \
                                                                                                 \
 /* y[r, k] += b[k] in place (np.add(y, b, out=y) over (rows, cols)) */                          \
-void add_rows_##S(T *restrict y, const T *restrict b, long rows, long cols) {                   \
+static void add_rows_one_##S(T *restrict y, const T *restrict b, long rows, long cols) {        \
     for (long r = 0; r < rows; r++) {                                                           \
         T *yr = y + r * cols;                                                                   \
         for (long k = 0; k < cols; k++) yr[k] = yr[k] + b[k];                                   \
@@ -1870,10 +2092,11 @@ void add_rows_##S(T *restrict y, const T *restrict b, long rows, long cols) {   
                                                                                                 \
 /* out[k] = sum over rows of g[r, k], from 0 and row after row: the order of g.sum(axis=0) on  \
  * a C-contiguous (rows, cols) array with cols > 1 (a single column NumPy sums pairwise) */     \
-void sum_rows_##S(const T *restrict g, long rows, long cols, T *restrict out) {                 \
+static void sum_rows_one_##S(const T *restrict g, long rows, long cols, long ld,                \
+                             T *restrict out) {                                                 \
     for (long k = 0; k < cols; k++) out[k] = 0;                                                 \
     for (long r = 0; r < rows; r++) {                                                           \
-        const T *gr = g + r * cols;                                                             \
+        const T *gr = g + r * ld;                                                               \
         for (long k = 0; k < cols; k++) out[k] = out[k] + gr[k];                                \
     }                                                                                           \
 }                                                                                               \
@@ -1883,10 +2106,11 @@ void sum_rows_##S(const T *restrict g, long rows, long cols, T *restrict out) { 
  * NULL when it is not kept (then it is formed in e). The row max, exp and sum are NumPy's    \
  * loops, called as np.maximum.reduce, np.exp and np.add.reduce call them; rows go in blocks   \
  * that stay in L1. */                                                                          \
-void softmax_rows_##S(const T *restrict x, long N, long C, T *z, T *e, T *restrict s,          \
-                      const int64_t *restrict y, T *restrict zy, void *max_loop,                \
-                      void *max_data, void *exp_loop, void *exp_data, void *add_loop,           \
-                      void *add_data) {                                                         \
+static void softmax_rows_one_##S(const T *restrict x, long N, long C, T *z, T *e,               \
+                                 T *restrict s, const int64_t *restrict y,                      \
+                                 T *restrict zy, void *max_loop, void *max_data,                \
+                                 void *exp_loop, void *exp_data, void *add_loop,                \
+                                 void *add_data) {                                              \
     long block = C >= 2048 ? 1 : 2048 / C;                                                      \
     long reduce_steps[3] = {0, sizeof(T), 0}, map_steps[2] = {sizeof(T), sizeof(T)};           \
     for (long r0 = 0; r0 < N; r0 += block) {                                                    \
@@ -1918,9 +2142,9 @@ void softmax_rows_##S(const T *restrict x, long N, long C, T *z, T *e, T *restri
                                                                                                 \
 /* Cross-entropy backward: gx (N, C) = e * q[r] along each row, then gx[r, y[r]] -= hit[r*hs] \
  * (hs = 0: one value for every row) */                                                         \
-void softmax_grad_##S(const T *restrict e, const T *restrict q, long N, long C,                 \
-                      const int64_t *restrict y, const T *restrict hit, long hs,                \
-                      T *restrict gx) {                                                         \
+static void softmax_grad_one_##S(const T *restrict e, const T *restrict q, long N, long C,      \
+                                 const int64_t *restrict y, const T *restrict hit,              \
+                                 long hs, T *restrict gx) {                                     \
     for (long r = 0; r < N; r++) {                                                              \
         const T *er = e + r * C;                                                                \
         T *gr = gx + r * C, qr = q[r];                                                          \
@@ -1942,3 +2166,86 @@ void embedding_backward_##S(const T *restrict g, const int64_t *restrict idx, lo
 
 ROW_KERNELS(float, f32)
 ROW_KERNELS(double, f64)
+
+/* The row kernels above in parts (run_parts): add_rows and the cross-entropy's split their rows
+ * (each row's operations and NumPy's elementwise exp are the same in any part), sum_rows its
+ * columns (each column still sums its rows in order). */
+#define PARTED_ROWS(T, S)                                                                       \
+typedef struct { T *y; const T *b; long rows, cols, parts; } add_rows_ctx_##S;                  \
+                                                                                                \
+static void add_rows_part_##S(void *ctx, long i) {                                              \
+    add_rows_ctx_##S *c = ctx;                                                                  \
+    long lo = part_start(c->rows, c->parts, i, 1), hi = part_start(c->rows, c->parts, i + 1, 1); \
+    add_rows_one_##S(c->y + lo * c->cols, c->b, hi - lo, c->cols);                              \
+}                                                                                               \
+                                                                                                \
+void add_rows_##S(T *y, const T *b, long rows, long cols) {                                     \
+    add_rows_ctx_##S c = {y, b, rows, cols, parts_for(rows * cols)};                            \
+    run_parts(add_rows_part_##S, &c, c.parts);                                                  \
+}                                                                                               \
+                                                                                                \
+typedef struct { const T *g; long rows, cols; T *out; long parts; } sum_rows_ctx_##S;           \
+                                                                                                \
+static void sum_rows_part_##S(void *ctx, long i) {                                              \
+    sum_rows_ctx_##S *c = ctx;                                                                  \
+    long lo = part_start(c->cols, c->parts, i, 16), hi = part_start(c->cols, c->parts, i + 1, 16); \
+    if (hi > lo) sum_rows_one_##S(c->g + lo, c->rows, hi - lo, c->cols, c->out + lo);           \
+}                                                                                               \
+                                                                                                \
+void sum_rows_##S(const T *g, long rows, long cols, T *out) {                                   \
+    sum_rows_ctx_##S c = {g, rows, cols, out, cols >= 32 ? parts_for(rows * cols) : 1};         \
+    run_parts(sum_rows_part_##S, &c, c.parts);                                                  \
+}                                                                                               \
+                                                                                                \
+typedef struct {                                                                                \
+    const T *x;                                                                                 \
+    long N, C;                                                                                  \
+    T *z, *e, *s;                                                                               \
+    const int64_t *y;                                                                           \
+    T *zy;                                                                                      \
+    void *loops[6];                                                                             \
+    long parts;                                                                                 \
+} softmax_ctx_##S;                                                                              \
+                                                                                                \
+static void softmax_rows_part_##S(void *ctx, long i) {                                          \
+    softmax_ctx_##S *c = ctx;                                                                   \
+    long lo = part_start(c->N, c->parts, i, 1), hi = part_start(c->N, c->parts, i + 1, 1);      \
+    long at = lo * c->C;                                                                        \
+    softmax_rows_one_##S(c->x + at, hi - lo, c->C, c->z ? c->z + at : 0, c->e + at, c->s + lo,  \
+                         c->y ? c->y + lo : 0, c->y ? c->zy + lo : 0, c->loops[0],              \
+                         c->loops[1], c->loops[2], c->loops[3], c->loops[4], c->loops[5]);      \
+}                                                                                               \
+                                                                                                \
+void softmax_rows_##S(const T *x, long N, long C, T *z, T *e, T *s, const int64_t *y, T *zy,    \
+                      void *max_loop, void *max_data, void *exp_loop, void *exp_data,           \
+                      void *add_loop, void *add_data) {                                         \
+    softmax_ctx_##S c = {x, N, C, z, e, s, y, zy, {max_loop, max_data, exp_loop, exp_data,      \
+                         add_loop, add_data}, parts_for(N * C)};                                \
+    run_parts(softmax_rows_part_##S, &c, c.parts);                                              \
+}                                                                                               \
+                                                                                                \
+typedef struct {                                                                                \
+    const T *e, *q;                                                                             \
+    long N, C;                                                                                  \
+    const int64_t *y;                                                                           \
+    const T *hit;                                                                               \
+    long hs;                                                                                    \
+    T *gx;                                                                                      \
+    long parts;                                                                                 \
+} softmax_grad_ctx_##S;                                                                         \
+                                                                                                \
+static void softmax_grad_part_##S(void *ctx, long i) {                                          \
+    softmax_grad_ctx_##S *c = ctx;                                                              \
+    long lo = part_start(c->N, c->parts, i, 1), hi = part_start(c->N, c->parts, i + 1, 1);      \
+    softmax_grad_one_##S(c->e + lo * c->C, c->q + lo, hi - lo, c->C, c->y + lo,                 \
+                         c->hit + lo * c->hs, c->hs, c->gx + lo * c->C);                        \
+}                                                                                               \
+                                                                                                \
+void softmax_grad_##S(const T *e, const T *q, long N, long C, const int64_t *y, const T *hit,   \
+                      long hs, T *gx) {                                                         \
+    softmax_grad_ctx_##S c = {e, q, N, C, y, hit, hs, gx, parts_for(N * C)};                    \
+    run_parts(softmax_grad_part_##S, &c, c.parts);                                              \
+}
+
+PARTED_ROWS(float, f32)
+PARTED_ROWS(double, f64)

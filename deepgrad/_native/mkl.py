@@ -179,6 +179,10 @@ def _load() -> None:
             _state["gemm"] = None
             errors.append(f"{path}: a test product differed from NumPy's")
             continue
+        if layer == _LAYER_TBB or (chosen or "").strip().upper() == "TBB":
+            from . import parallel
+
+            parallel.tbb_loaded(os.path.dirname(path))
         return
     _state["reason"] = "cannot use MKL: " + "; ".join(errors)
 

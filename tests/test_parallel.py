@@ -1,0 +1,244 @@
+"""The native kernels' parts (deepgrad/_native/parallel.py, kernels.c: run_parts): a large
+kernel split into parts, on TBB's threads where MKL runs on them, gives the same bits as the
+kernel run whole, wherever the part boundaries fall."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import deepgrad as dg
+from deepgrad import _native
+from deepgrad._native import mkl, parallel
+
+needs_kernels = pytest.mark.skipif(_native.lib() is None, reason=_native.status())
+
+# kernels.c: PARALLEL_MIN, the fewest elements a kernel splits
+MIN = 32768
+# parts: run whole; two parts on the parallel loop (if attached); five and seven parts in turn
+# on this thread (boundaries that fall mid-row, and parts left empty)
+SPLITS = [(1, False), (2, True), (5, False), (7, False)]
+
+
+def _runs(fn) -> list[list[np.ndarray]]:
+    out = []
+    for n, loop in SPLITS:
+        with parallel.split(n, loop):
+            out.append([np.array(a) for a in fn()])
+    return out
+
+
+def _assert_same_bits(runs: list[list[np.ndarray]]) -> None:
+    first = runs[0]
+    for other in runs[1:]:
+        assert len(other) == len(first)
+        for a, b in zip(first, other):
+            np.testing.assert_array_equal(a, b)
+
+
+@needs_kernels
+def test_parallel_status_names_what_runs():
+    line = parallel.status()
+    assert line.startswith("parallel kernels: ")
+    assert parallel.parts() >= 1
+    assert "parallel kernels" in _native.status()
+
+
+@needs_kernels
+def test_attached_where_mkl_runs_on_tbb():
+    """With MKL on its TBB layer and TBB's headers in the environment (deepgrad[mkl]), the
+    kernels split their work: a missing install step shows here."""
+    if not mkl.available() or "TBB layer" not in mkl.status():
+        pytest.skip("MKL is not running on TBB here: " + mkl.status())
+    if not os.path.isfile(os.path.join(sys.prefix, "include", "oneapi", "tbb",
+                                       "parallel_for.h")):
+        pytest.skip("no TBB headers in this environment (pip install tbb-devel)")
+    if os.environ.get("DEEPGRAD_PARALLEL") == "0":
+        pytest.skip("DEEPGRAD_PARALLEL=0")
+    assert "TBB" in parallel.status(), parallel.status()
+    assert parallel.parts() == min(_native.threads(), os.cpu_count() or 1)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["relu_forward", "relu_backward", "tanh_backward",
+                                  "sigmoid_backward"])
+def test_elementwise_kernels_in_parts_give_the_same_bits(dt, name):
+    rng = np.random.default_rng(0)
+    n = 3 * MIN + 77
+    x = rng.standard_normal(n).astype(dt)
+    x[:4] = [np.nan, -0.0, np.inf, -np.inf]
+    g = rng.standard_normal(n).astype(dt)
+    k = _native.lib()
+    addr = _native.address
+
+    def run():
+        out = np.full(n, 7, dt)
+        if name == "relu_forward":
+            getattr(k, name)[np.dtype(dt)](addr(x), addr(out), n)
+        else:
+            getattr(k, name)[np.dtype(dt)](addr(x), addr(g), addr(out), n)
+        return [out]
+
+    runs = _runs(run)
+    _assert_same_bits(runs)
+    assert not np.any(runs[0][0][4:] == 7)  # every element written
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_bias_relu_in_parts_gives_the_same_bits(dt):
+    rng = np.random.default_rng(0)
+    y0 = rng.standard_normal((1001, 67)).astype(dt)
+    b = rng.standard_normal(67).astype(dt)
+    k = _native.lib()
+
+    def run():
+        y = y0.copy()
+        k.bias_relu[np.dtype(dt)](_native.address(y), _native.address(b), *y.shape)
+        return [y]
+
+    runs = _runs(run)
+    _assert_same_bits(runs)
+    np.testing.assert_array_equal(runs[0][0], np.maximum(y0 + b, 0))
+
+
+def _optimizer_steps(name: str, kw: dict, dt) -> list:
+    rng = np.random.default_rng(0)
+    sizes = [(301, 211), (MIN + 5,)]  # past PARALLEL_MIN, not whole blocks
+    with np.errstate(all="ignore"):
+        ps = [dg.nn.Parameter(dg.from_numpy(rng.standard_normal(s).astype(dt))) for s in sizes]
+        opt = getattr(dg.optim, name)(ps, **kw)
+        for _ in range(3):
+            for p in ps:
+                g = rng.standard_normal(p.shape).astype(dt)
+                g.flat[:3] = [np.nan, np.inf, 0.0]
+                p.grad = dg.from_numpy(g)
+            opt.step()
+    return [p.data for p in ps] + [v.data for st in opt.state.values() for v in st.values()
+                                   if isinstance(v, dg.Tensor)]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("name,kw", [
+    ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)),
+    ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.1, maximize=True)),
+    ("Adam", dict(lr=1e-3, weight_decay=0.01, amsgrad=True)),
+    ("AdamW", dict(lr=1e-3, maximize=True)),
+])
+def test_optimizer_updates_in_parts_give_the_same_bits(dt, name, kw):
+    runs = _runs(lambda: _optimizer_steps(name, kw, dt))
+    _assert_same_bits(runs)
+    with _native.enabled(False):  # and the NumPy path's
+        _assert_same_bits([runs[0], [np.array(a) for a in _optimizer_steps(name, kw, dt)]])
+
+
+def _lstm_steps(dt, H: int, N: int, bidirectional: bool) -> list:
+    rng = np.random.default_rng(1)
+    dg.manual_seed(0)
+    m = dg.nn.LSTM(24, H, batch_first=True, bidirectional=bidirectional)
+    if dt == np.float64:
+        m = m.double()
+    x = dg.from_numpy(rng.standard_normal((N, 5, 24)).astype(dt)).requires_grad_(True)
+    out, (hn, cn) = m(x)
+    w = dg.from_numpy(rng.standard_normal(out.shape).astype(dt))
+    ((out * w).sum() + (hn * hn).sum() + (cn * 3).sum()).backward()
+    with dg.no_grad():
+        again, _ = m(x)  # the forward that keeps no gate blocks
+    return [out.data, hn.data, cn.data, again.data, x.grad.data] + [
+        p.grad.data for p in m.parameters()]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("H,N,bidirectional", [(256, 32, False), (40, 205, True)])
+def test_lstm_time_loops_in_parts_give_the_same_bits(dt, H, N, bidirectional):
+    """The gate math of each step splits by hidden units (on whole cache lines of the
+    output rows: H = 40 splits 16 + 24, and into empty parts)."""
+    if not (mkl.available() and _native.ufunc_loop(np.tanh, dt)):
+        pytest.skip("needs MKL and NumPy's tanh loop")
+    assert 4 * H * N >= MIN
+    runs = _runs(lambda: _lstm_steps(dt, H, N, bidirectional))
+    _assert_same_bits(runs)
+    with _native.enabled(False):
+        _assert_same_bits([runs[0], [np.array(a) for a in _lstm_steps(dt, H, N,
+                                                                       bidirectional)]])
+
+
+def _child(code: str, **env) -> str:
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, **env})
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+@needs_kernels
+def test_deepgrad_parallel_0_keeps_kernels_whole():
+    code = ("import numpy as np, deepgrad as dg\n"
+            "from deepgrad import _native\n"
+            "from deepgrad._native import mkl, parallel\n"
+            "mkl.available(); _native.lib()\n"
+            "print(parallel.parts()); print(parallel.status())\n")
+    out = _child(code, DEEPGRAD_PARALLEL="0").splitlines()
+    assert out[0] == "1"
+    if mkl.available() and "TBB layer" in mkl.status():
+        assert "off" in out[1]
+
+
+@needs_kernels
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_runs_kernels_whole():
+    """TBB's workers stay with the parent: a child's kernels run whole, and finish."""
+    code = ("import os, numpy as np, deepgrad as dg\n"
+            "from deepgrad import _native\n"
+            "from deepgrad._native import mkl, parallel\n"
+            "mkl.available(); k = _native.lib()\n"
+            "x = np.arange(-50000, 50000, dtype=np.float32); out = np.empty_like(x)\n"
+            "k.relu_forward[x.dtype](x.ctypes.data, out.ctypes.data, x.size)\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    y = np.empty_like(x)\n"
+            "    k.relu_forward[x.dtype](x.ctypes.data, y.ctypes.data, x.size)\n"
+            "    os._exit(0 if parallel.parts() == 1 and np.array_equal(y, out) else 3)\n"
+            "_, status = os.waitpid(pid, 0)\n"
+            "print(os.waitstatus_to_exitcode(status))\n")
+    assert _child(code).strip() == "0"
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("C", [65, 10])
+def test_row_kernels_in_parts_give_the_same_bits(dt, C):
+    """Cross-entropy (forward and backward) and a Linear's bias and its gradient, over rows
+    split into parts (the bias gradient over columns)."""
+    rng = np.random.default_rng(0)
+    N = MIN // C + 37
+    x = rng.standard_normal((N, C)).astype(dt) * 4
+    y = rng.integers(0, C, N)
+
+    def run():
+        logits = dg.from_numpy(x).requires_grad_(True)
+        loss = dg.nn.functional.cross_entropy(logits, dg.from_numpy(y))
+        loss.backward()
+        h = dg.from_numpy(rng.standard_normal((N, 48)).astype(dt)).requires_grad_(True)
+        lin = dg.nn.Linear(48, C)
+        if dt == np.float64:
+            lin = lin.double()
+        out = lin(h)
+        out.backward(dg.from_numpy(x))
+        return [loss.data, logits.grad.data, out.data, lin.bias.grad.data, lin.weight.grad.data]
+
+    def seeded():
+        nonlocal rng
+        rng = np.random.default_rng(1)
+        dg.manual_seed(0)
+        return run()
+
+    runs = _runs(seeded)
+    _assert_same_bits(runs)
+    with _native.enabled(False):
+        _assert_same_bits([runs[0], [np.array(a) for a in seeded()]])

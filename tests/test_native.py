@@ -13,7 +13,7 @@ import pytest
 
 import deepgrad as dg
 from deepgrad import _native
-from deepgrad._native import mkl
+from deepgrad._native import mkl, parallel
 from deepgrad.ops import rnn
 
 needs_kernels = pytest.mark.skipif(_native.lib() is None, reason=_native.status())
@@ -1065,9 +1065,12 @@ def test_linear_bias_and_its_gradient_native_equal_numpy_bit_for_bit(monkeypatch
         y.backward(dg.from_numpy(g))
         return y.data, t.grad.data, lin.weight.grad.data, lin.bias.grad.data
 
-    native, numpy = _both_paths(run)
+    with parallel.split(1):  # a large Linear in row parts adds its bias inside linear_rows
+        native, numpy = _both_paths(run)
     assert adds.calls == sums.calls == 1
     _assert_same_bits(native, numpy)
+    # in row parts (tests/test_parallel.py), where the loop is attached: the same bits again
+    _assert_same_bits(native, _both_paths(run)[0])
 
 
 @needs_kernels

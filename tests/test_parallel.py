@@ -242,3 +242,84 @@ def test_row_kernels_in_parts_give_the_same_bits(dt, C):
     _assert_same_bits(runs)
     with _native.enabled(False):
         _assert_same_bits([runs[0], [np.array(a) for a in seeded()]])
+
+
+class _Counter:
+    """Counts calls of the linear_rows kernel that went through (returned 0)."""
+
+    def __init__(self, monkeypatch) -> None:
+        k = _native.lib()
+        self.done = 0
+        counter = self
+
+        def wrap(fn):
+            def call(*args):
+                rc = fn(*args)
+                counter.done += rc == 0
+                return rc
+            return call
+
+        monkeypatch.setattr(k, "linear_rows", {dt: wrap(f) for dt, f in k.linear_rows.items()})
+
+
+def _needs_row_parts():
+    if not mkl.available() or parallel.parts() < 2:
+        pytest.skip("row parts need MKL and the parallel loop: " + parallel.status())
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1000, 784), (203, 512), (4, 75, 300)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_in_row_parts(monkeypatch, dt, shape, bias):
+    """A large Linear runs in row parts (each part's product on one MKL thread, then its bias
+    and ReLU): close to NumPy's product, the same bits with the ReLU fused or applied after,
+    and its gradients those of the whole product."""
+    _needs_row_parts()
+    counter = _Counter(monkeypatch)
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal(shape).astype(dt)
+    dg.manual_seed(0)
+    lin = dg.nn.Linear(shape[-1], 300, bias=bias)
+    if dt == np.float64:
+        lin = lin.double()
+    fused = dg.nn.Sequential(lin, dg.nn.ReLU())
+    x = dg.from_numpy(x0).requires_grad_(True)
+    y = fused(x)
+    plain = lin(dg.from_numpy(x0))
+    assert counter.done == 2
+    np.testing.assert_array_equal(y.data, np.maximum(plain.data, 0))
+    w = lin.weight.data
+    ref = x0 @ w.T + (lin.bias.data if bias else 0)
+    tol = 1e-4 if dt == np.float32 else 1e-12
+    np.testing.assert_allclose(plain.data, ref, rtol=tol, atol=tol)
+    g = rng.standard_normal(y.shape).astype(dt)
+    y.backward(dg.from_numpy(g))
+    mask = (y.data > 0) * g
+    np.testing.assert_allclose(x.grad.data, mask @ w, rtol=tol, atol=tol)
+    np.testing.assert_allclose(lin.weight.grad.data,
+                               mask.reshape(-1, 300).T @ x0.reshape(-1, shape[-1]),
+                               rtol=tol * 10, atol=tol * 10)
+    again = lin(dg.from_numpy(x0))
+    np.testing.assert_array_equal(again.data, plain.data)  # one run to the next
+    tanh = dg.nn.Sequential(lin, dg.nn.Tanh())(dg.from_numpy(x0))  # the product in parts too
+    np.testing.assert_array_equal(tanh.data, np.tanh(plain.data))
+    assert counter.done == 4
+
+
+@needs_kernels
+def test_linear_row_parts_skip_what_they_cannot_take(monkeypatch):
+    """Small products and strided inputs go the whole-product way."""
+    _needs_row_parts()
+    counter = _Counter(monkeypatch)
+    rng = np.random.default_rng(0)
+    lin = dg.nn.Linear(512, 256)
+    lin(dg.from_numpy(rng.standard_normal((4, 512)).astype(np.float32)))  # small
+    wide = rng.standard_normal((600, 1024)).astype(np.float32)
+    lin(dg.from_numpy(wide[:, ::2]))  # rows not contiguous
+    assert counter.done == 0
+    with parallel.split(1):
+        lin(dg.from_numpy(wide[:, :512].copy()))
+    assert counter.done == 0
+    lin(dg.from_numpy(wide[:, :512].copy()))
+    assert counter.done == 1

@@ -2249,3 +2249,52 @@ void softmax_grad_##S(const T *e, const T *q, long N, long C, const int64_t *y, 
 
 PARTED_ROWS(float, f32)
 PARTED_ROWS(double, f64)
+
+/* ---- a Linear layer in row parts ---------------------------------------------------------------
+ * y (M, N) = x (M, K) @ w^T + b, then ReLU if relu (deepgrad/ops/linalg.py: Linear): each part
+ * takes a block of rows, runs MKL's GEMM for them on its own thread (threads_local 1), then adds
+ * the bias and applies the ReLU while the block is still in that core's cache. MKL's two threads
+ * on the whole product, then the epilogue on one core over memory, took 3.62 ms on mlp_mnist's
+ * 1000-row inference layer (1000 x 784 by 784 x 512) against 3.44 ms this way (2 parts; medians
+ * of 30 blocks). Rows are independent, so the parts need no combining. Returns -1 without a
+ * parallel loop or with fewer than 2 parts to make (then the caller does it whole). */
+#define LINEAR_ROWS(T, S)                                                                       \
+typedef struct {                                                                                \
+    gemm_##S##_fn gemm;                                                                         \
+    threads_local_fn threads_local;                                                             \
+    const T *x, *w, *b;                                                                         \
+    T *y;                                                                                       \
+    long M, N, K, ldw, parts;                                                                   \
+    int transw, relu;                                                                           \
+} linear_ctx_##S;                                                                               \
+                                                                                                \
+static void linear_part_##S(void *ctx, long i) {                                                \
+    linear_ctx_##S *c = ctx;                                                                    \
+    long lo = part_start(c->M, c->parts, i, 8), hi = part_start(c->M, c->parts, i + 1, 8);      \
+    if (hi == lo) return;                                                                       \
+    int before = c->threads_local(1);                                                           \
+    c->gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, c->transw ? CBLAS_TRANS : CBLAS_NO_TRANS,          \
+            (int)(hi - lo), (int)c->N, (int)c->K, 1, c->x + lo * c->K, (int)c->K, c->w,         \
+            (int)c->ldw, 0, c->y + lo * c->N, (int)c->N);                                       \
+    c->threads_local(before);                                                                   \
+    T *y = c->y + lo * c->N;                                                                    \
+    if (c->b && c->relu)                                                                        \
+        bias_relu_one_##S(y, c->b, hi - lo, c->N);                                              \
+    else if (c->b)                                                                              \
+        add_rows_one_##S(y, c->b, hi - lo, c->N);                                               \
+    else if (c->relu)                                                                           \
+        relu_forward_one_##S(y, y, (hi - lo) * c->N);                                           \
+}                                                                                               \
+                                                                                                \
+int linear_rows_##S(void *gemm, void *threads_local, const T *x, const T *w, long ldw,         \
+                    int transw, const T *b, int relu, T *y, long M, long N, long K) {           \
+    long parts = parallel_parts;                                                                \
+    if (!parallel_loop || parts < 2 || M < 16 * parts) return -1;                               \
+    linear_ctx_##S c = {(gemm_##S##_fn)gemm, (threads_local_fn)threads_local, x, w, b, y, M, N, \
+                        K, ldw, parts, transw, relu};                                           \
+    run_parts(linear_part_##S, &c, parts);                                                      \
+    return 0;                                                                                   \
+}
+
+LINEAR_ROWS(float, f32)
+LINEAR_ROWS(double, f64)

@@ -45,7 +45,15 @@ class _ActivatedBiased(_Activated):
     """``_Activated`` for an op with ``forward_unbiased`` (its output before the bias, and the
     bias): the bias is added in the activation's pass."""
 
+    activation = ""
+
     def forward(self, *args, **params):
+        in_parts = getattr(super(), "forward_in_parts", None)  # Linear's row parts (linalg.py)
+        relu = self.activation == "relu"
+        y = None if in_parts is None else in_parts(relu, *args, **params)
+        if y is not None:
+            self.y = y if relu else self.into(y, y)
+            return self.y
         y, bias = super().forward_unbiased(*args, **params)
         self.y = self.into(y, y) if bias is None else self.biased(y, bias)
         return self.y
@@ -57,5 +65,6 @@ def activated(op: type[Function]) -> dict[str, type[Function]]:
     mixin = _ActivatedBiased if hasattr(op, "forward_unbiased") else _Activated
     return {name: type(f"{op.__name__}{name.capitalize()}", (mixin, op),
                        {"into": staticmethod(into), "grad_of": staticmethod(grad_of),
-                        "biased": staticmethod(biased), "__module__": op.__module__})
+                        "biased": staticmethod(biased), "activation": name,
+                        "__module__": op.__module__})
             for name, (into, grad_of, biased) in ACTIVATIONS.items()}

@@ -1,7 +1,12 @@
 """Matrix products."""
 from __future__ import annotations
 
+import numpy as np
+
+from .. import _native
+from .._native import parallel
 from .._native.mkl import matmul as gemm
+from .._native.mkl import native_gemm
 from ..autograd.function import Function
 from ..tensor import Tensor
 from . import elementwise, fused
@@ -90,9 +95,27 @@ class Linear(Function):
     whole inference step 0.95 and mlp_mnist's training step 0.97 of their time, in-process.)"""
 
     def forward(self, x, w, b):
+        y = self.forward_in_parts(False, x, w, b)
+        if y is not None:
+            return y
         y, b = self.forward_unbiased(x, w, b)
         # the add the fused activations make too (elementwise.ACTIVATIONS), so their bits agree
         return y if b is None else elementwise._add_rows(y, b)
+
+    def forward_in_parts(self, relu: bool, x, w, b):
+        """``x @ w.T + b`` (then ReLU if ``relu``) in row parts, each part's product and
+        epilogue on one thread (kernels.c: linear_rows), or None where that does not apply
+        (then the product goes whole to the GEMM, the epilogue after it). The layer alone and
+        fused with any activation take the same route, so their bits agree."""
+        if x.ndim < 2:
+            return None
+        x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x
+        y = _in_row_parts(x2, w, b, relu)
+        if y is None:
+            return None
+        self.x = x
+        self.w = w
+        return y.reshape(x.shape[:-1] + (w.shape[0],)) if x.ndim > 2 else y
 
     def forward_unbiased(self, x, w, b):
         """``(x @ w.T, b)``: the product, and the bias still to add."""
@@ -114,6 +137,41 @@ class Linear(Function):
         if nb:
             gb = elementwise._sum_rows(g2)
         return gx, gw, gb
+
+
+# A product of at least this many multiply-adds runs in row parts where the native kernels split
+# their work (parallel.py); below it, handing a part to another thread costs more than it saves.
+_ROWS_MIN_MACS = 1 << 20
+
+
+def _in_row_parts(x, w, b, relu: bool):
+    """``x @ w.T + b`` (then ReLU if ``relu``) by ``linear_rows``, or None where it does not
+    apply: fewer multiply-adds than ``_ROWS_MIN_MACS``, no parallel loop, no MKL, or operands
+    it cannot take."""
+    m, k = x.shape
+    n = w.shape[0]
+    if m * n * k < _ROWS_MIN_MACS or parallel.parts() < 2:
+        return None
+    dt = x.dtype
+    kern = _native.for_dtype(dt)
+    if (kern is None or w.dtype != dt or not x.flags.c_contiguous or w.ndim != 2
+            or (b is not None and (b.dtype != dt or not b.flags.c_contiguous))):
+        return None
+    if w.flags.c_contiguous:
+        transw, ldw = 1, k
+    elif w.flags.f_contiguous:
+        transw, ldw = 0, n
+    else:
+        return None
+    fn, local = native_gemm(dt)
+    if fn is None:
+        return None
+    y = np.empty((m, n), dt)
+    addr = _native.address
+    if kern.linear_rows[dt](fn, local, addr(x), addr(w), ldw, transw,
+                            None if b is None else addr(b), relu, addr(y), m, n, k) != 0:
+        return None
+    return y
 
 
 # Linear followed by an activation, one node each (ops/fused.py)

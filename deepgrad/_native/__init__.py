@@ -14,6 +14,9 @@ A kernel that loops over many small steps (the LSTM's time steps) calls the same
 Python loop would: MKL's GEMM (``mkl.native_gemm``) and NumPy's own inner loop of ``np.tanh``
 (:func:`ufunc_loop`), so it too gives the NumPy path's bits.
 
+Where MKL runs on its TBB layer, large kernels split their elements into parts that run on MKL's
+own worker threads (``parallel.py``), with the same bits as run whole.
+
 The C file is compiled once per machine with the system's C compiler (``$CC``, else ``cc`` or
 ``gcc``) into ``$DEEPGRAD_CACHE/native`` (default ``~/.cache/deepgrad/native``), under a name
 that hashes the sources, the compiler, the flags and the CPU, and is loaded with ctypes. Nothing

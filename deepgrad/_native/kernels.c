@@ -139,15 +139,10 @@ static long parallel_parts = 1;
  * thread costs a few microseconds, and more when that thread has gone to sleep. */
 #define PARALLEL_MIN 32768
 
-/* MKL_Set_Num_Threads_Local, for parts that run their own GEMMs on one MKL thread each */
-static int (*parallel_gemm_threads)(int) = 0;
-
-/* loop: the parallel loop, or NULL to run parts in turn; parts: how many a large kernel makes;
- * gemm_threads: MKL_Set_Num_Threads_Local where the parts may call MKL's GEMM, else NULL */
-void set_parallel(void *loop, long parts, void *gemm_threads) {
+/* loop: the parallel loop, or NULL to run parts in turn; parts: how many a large kernel makes */
+void set_parallel(void *loop, long parts) {
     parallel_loop = (parallel_fn)loop;
     parallel_parts = parts > 1 ? parts : 1;
-    parallel_gemm_threads = (int (*)(int))gemm_threads;
 }
 
 static inline long parts_for(long n) { return n >= PARALLEL_MIN ? parallel_parts : 1; }
@@ -1711,14 +1706,10 @@ static void lstm_tanh_##S(ufunc_loop_fn loop, void *data, T *x, T *y, long n) { 
     loop(args, dims, steps, data);                                                              \
 }                                                                                               \
                                                                                                 \
-/* One forward step for the hidden units of part i (a block of rows of each gate, on whole      \
- * cache lines of the output rows): with gemm, the product of their gate rows (w, K columns)    \
- * and the step's columns (b, rows ld apart), four GEMMs on one MKL thread; then tanh of the    \
- * gates, the cells, tanh of the cells, the state h (rows ldh apart) and its transpose into the \
- * output rows. A part that is the whole step makes one tanh call over all four gates, as the   \
- * NumPy loop does. With the products in the parts, a step hands work to the other thread       \
- * once instead of twice (MKL's, then the gate math's): char_lstm's step took 0.97-0.99 of its  \
- * time with the product outside (in-process toggles, four runs of 20 blocks). */               \
+/* The gate math of one forward step for the hidden units of part i (a block of rows of each    \
+ * gate, on whole cache lines of the output rows): tanh of the gates, the cells, tanh of the    \
+ * cells, the state h (rows ldh apart) and its transpose into the output rows. One part makes   \
+ * one tanh call over all four gates, as the NumPy loop does. */                                \
 typedef struct {                                                                                \
     ufunc_loop_fn loop;                                                                         \
     void *data;                                                                                 \
@@ -1728,9 +1719,6 @@ typedef struct {                                                                
     long ldh;                                                                                   \
     T *out;                                                                                     \
     long out_sn, H, N, parts;                                                                   \
-    void *gemm;                                                                                 \
-    const T *w, *b;                                                                             \
-    long K, ld;                                                                                 \
 } lstm_step_ctx_##S;                                                                            \
                                                                                                 \
 static void lstm_step_part_##S(void *ctx, long i) {                                             \
@@ -1739,15 +1727,6 @@ static void lstm_step_part_##S(void *ctx, long i) {                             
     long j0 = part_start(s->H, s->parts, i, 16), j1 = part_start(s->H, s->parts, i + 1, 16);    \
     long lo = j0 * N, n = (j1 - j0) * N;                                                        \
     if (n == 0) return;                                                                         \
-    if (s->gemm) {                                                                              \
-        int before = parallel_gemm_threads(1);                                                  \
-        for (int g = 0; g < 4; g++)                                                             \
-            ((gemm_##S##_fn)s->gemm)(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS,           \
-                                     (int)(j1 - j0), (int)N, (int)s->K, 1,                      \
-                                     s->w + (g * s->H + j0) * s->K, (int)s->K, s->b,            \
-                                     (int)s->ld, 0, s->a + g * hn + lo, (int)N);                \
-        parallel_gemm_threads(before);                                                          \
-    }                                                                                           \
     if (s->parts == 1)                                                                          \
         lstm_tanh_##S(s->loop, s->data, s->a, s->a, 4 * hn);                                    \
     else                                                                                        \
@@ -1800,15 +1779,12 @@ void lstm_forward_seq_##S(const T *w, long K, T *cols, long ld, T *a, long a_mod
         long t = reverse ? steps - 1 - s : s, next = reverse ? t - 1 : t + 1;                   \
         T *at = a + (t % a_mod) * 4 * hn, *ct = c + (t % c_mod) * hn;                           \
         T *tct = tc + (t % tc_mod) * hn;                                                        \
-        int in_parts = parallel_loop && parts > 1 && parallel_gemm_threads;                     \
-        if (!in_parts)                                                                          \
-            ((gemm_##S##_fn)gemm)(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, 4 * H, N, K, \
-                                  1, w, K, cols + t * N, ld, 0, at, N);                         \
+        ((gemm_##S##_fn)gemm)(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, 4 * H, N, K, 1,  \
+                              w, K, cols + t * N, ld, 0, at, N);                                \
         int inner = 0 <= next && next < steps;                                                  \
         lstm_step_ctx_##S sc = {(ufunc_loop_fn)tanh_loop, tanh_data, at, c_prev, ct, tct,       \
                                 inner ? cols + next * N : h_last, inner ? ld : N,               \
-                                out + t * out_st, out_sn, H, N, parts,                          \
-                                in_parts ? gemm : 0, w, cols + t * N, K, ld};                   \
+                                out + t * out_st, out_sn, H, N, parts};                         \
         run_parts(lstm_step_part_##S, &sc, parts);                                              \
         c_prev = ct;                                                                            \
     }                                                                                           \

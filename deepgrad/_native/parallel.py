@@ -35,8 +35,6 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-
 __all__ = ["status", "parts", "split"]
 
 _SOURCE = Path(__file__).with_name("parallel.cpp")
@@ -90,19 +88,11 @@ _PARALLEL_MIN = 32768
 
 
 def _set(loop: int | None, n: int) -> None:
-    """Tell the kernels: the parallel loop (None: parts run in turn), the parts to make, and
-    MKL's ``MKL_Set_Num_Threads_Local`` for parts that run their own products (the LSTM's
-    steps) where the loop is attached."""
     _state["parts"] = n
-    threads_local = None
-    if loop is not None:
-        from . import mkl
-
-        threads_local = mkl.native_gemm(np.dtype(np.float32))[1]
     fn = _state["kernels"].set_parallel
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p]
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_long]
     fn.restype = None
-    fn(loop, n, threads_local)
+    fn(loop, n)
 
 
 def _headers(folder: str) -> str:

@@ -46,14 +46,15 @@ class _ActivatedBiased(_Activated):
     bias): the bias is added in the activation's pass."""
 
     activation = ""
+    in_parts = None  # the op's forward_in_parts, if it has one
 
     def forward(self, *args, **params):
-        in_parts = getattr(super(), "forward_in_parts", None)  # Linear's row parts (linalg.py)
-        relu = self.activation == "relu"
-        y = None if in_parts is None else in_parts(relu, *args, **params)
-        if y is not None:
-            self.y = y if relu else self.into(y, y)
-            return self.y
+        if self.in_parts is not None:  # Linear's row parts (linalg.py)
+            relu = self.activation == "relu"
+            y = self.in_parts(relu, *args, **params)
+            if y is not None:
+                self.y = y if relu else self.into(y, y)
+                return self.y
         y, bias = super().forward_unbiased(*args, **params)
         self.y = self.into(y, y) if bias is None else self.biased(y, bias)
         return self.y
@@ -66,5 +67,6 @@ def activated(op: type[Function]) -> dict[str, type[Function]]:
     return {name: type(f"{op.__name__}{name.capitalize()}", (mixin, op),
                        {"into": staticmethod(into), "grad_of": staticmethod(grad_of),
                         "biased": staticmethod(biased), "activation": name,
+                        "in_parts": getattr(op, "forward_in_parts", None),
                         "__module__": op.__module__})
             for name, (into, grad_of, biased) in ACTIVATIONS.items()}

@@ -95,9 +95,10 @@ class Linear(Function):
     whole inference step 0.95 and mlp_mnist's training step 0.97 of their time, in-process.)"""
 
     def forward(self, x, w, b):
-        y = self.forward_in_parts(False, x, w, b)
-        if y is not None:
-            return y
+        if x.size * w.shape[0] >= _ROWS_MIN_MACS:  # the check forward_in_parts starts with
+            y = self.forward_in_parts(False, x, w, b)
+            if y is not None:
+                return y
         y, b = self.forward_unbiased(x, w, b)
         # the add the fused activations make too (elementwise.ACTIVATIONS), so their bits agree
         return y if b is None else elementwise._add_rows(y, b)
@@ -107,7 +108,7 @@ class Linear(Function):
         epilogue on one thread (kernels.c: linear_rows), or None where that does not apply
         (then the product goes whole to the GEMM, the epilogue after it). The layer alone and
         fused with any activation take the same route, so their bits agree."""
-        if x.ndim < 2:
+        if x.ndim < 2 or x.size * w.shape[0] < _ROWS_MIN_MACS:
             return None
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x
         y = _in_row_parts(x2, w, b, relu)
@@ -146,11 +147,11 @@ _ROWS_MIN_MACS = 1 << 20
 
 def _in_row_parts(x, w, b, relu: bool):
     """``x @ w.T + b`` (then ReLU if ``relu``) by ``linear_rows``, or None where it does not
-    apply: fewer multiply-adds than ``_ROWS_MIN_MACS``, no parallel loop, no MKL, or operands
-    it cannot take."""
+    apply: no parallel loop, no MKL, or operands it cannot take (the caller has checked the
+    size against ``_ROWS_MIN_MACS``)."""
     m, k = x.shape
     n = w.shape[0]
-    if m * n * k < _ROWS_MIN_MACS or parallel.parts() < 2:
+    if parallel.parts() < 2:
         return None
     dt = x.dtype
     kern = _native.for_dtype(dt)

@@ -415,16 +415,7 @@ void relu_forward_##S(const T *x, T *out, long n) {                             
 /* the rows split: y (rows, cols) and the bias b */                                             \
 typedef struct { T *y; const T *b; long rows, cols, parts; } rows_ctx_##S;                      \
                                                                                                 \
-static void bias_relu_part_##S(void *ctx, long i) {                                             \
-    rows_ctx_##S *c = ctx;                                                                      \
-    long lo = part_start(c->rows, c->parts, i, 1), hi = part_start(c->rows, c->parts, i + 1, 1); \
-    bias_relu_one_##S(c->y + lo * c->cols, c->b, hi - lo, c->cols);                             \
-}                                                                                               \
-                                                                                                \
-void bias_relu_##S(T *y, const T *b, long rows, long cols) {                                    \
-    rows_ctx_##S c = {y, b, rows, cols, parts_for(rows * cols)};                                \
-    run_parts(bias_relu_part_##S, &c, c.parts);                                                 \
-}                                                                                               \
+ROWS_KERNEL(T, S, bias_relu)                                                                    \
                                                                                                 \
 typedef struct { T *p; const T *d; T *buf; long n; T neg_lr, wd, mom, damp; int flags;          \
                  long parts; } sgd_ctx_##S;                                                     \
@@ -458,6 +449,19 @@ void adam_update_##S(T *p, const T *d, T *m, T *v, T *vmax, long n, T w1, T b2, 
     adam_ctx_##S c = {p, d, m, v, vmax, n, w1, b2, omb2, eps, wd, decay, bc2_sqrt, neg_step,    \
                       flags, parts_for(n)};                                                     \
     run_parts(adam_update_part_##S, &c, c.parts);                                               \
+}
+
+/* kernel(y, b, rows, cols) over parts of the rows (rows_ctx, PARTED) */
+#define ROWS_KERNEL(T, S, name)                                                                 \
+static void name##_part_##S(void *ctx, long i) {                                                \
+    rows_ctx_##S *c = ctx;                                                                      \
+    long lo = part_start(c->rows, c->parts, i, 1), hi = part_start(c->rows, c->parts, i + 1, 1); \
+    name##_one_##S(c->y + lo * c->cols, c->b, hi - lo, c->cols);                                \
+}                                                                                               \
+                                                                                                \
+void name##_##S(T *y, const T *b, long rows, long cols) {                                       \
+    rows_ctx_##S c = {y, b, rows, cols, parts_for(rows * cols)};                                \
+    run_parts(name##_part_##S, &c, c.parts);                                                    \
 }
 
 /* kernel(y, g, out, n) over parts */
@@ -2171,18 +2175,7 @@ ROW_KERNELS(double, f64)
  * (each row's operations and NumPy's elementwise exp are the same in any part), sum_rows its
  * columns (each column still sums its rows in order). */
 #define PARTED_ROWS(T, S)                                                                       \
-typedef struct { T *y; const T *b; long rows, cols, parts; } add_rows_ctx_##S;                  \
-                                                                                                \
-static void add_rows_part_##S(void *ctx, long i) {                                              \
-    add_rows_ctx_##S *c = ctx;                                                                  \
-    long lo = part_start(c->rows, c->parts, i, 1), hi = part_start(c->rows, c->parts, i + 1, 1); \
-    add_rows_one_##S(c->y + lo * c->cols, c->b, hi - lo, c->cols);                              \
-}                                                                                               \
-                                                                                                \
-void add_rows_##S(T *y, const T *b, long rows, long cols) {                                     \
-    add_rows_ctx_##S c = {y, b, rows, cols, parts_for(rows * cols)};                            \
-    run_parts(add_rows_part_##S, &c, c.parts);                                                  \
-}                                                                                               \
+ROWS_KERNEL(T, S, add_rows)                                                                     \
                                                                                                 \
 typedef struct { const T *g; long rows, cols; T *out; long parts; } sum_rows_ctx_##S;           \
                                                                                                 \

@@ -151,7 +151,7 @@ def _in_row_parts(x, w, b, relu: bool):
     size against ``_ROWS_MIN_MACS``)."""
     m, k = x.shape
     n = w.shape[0]
-    if parallel.parts() < 2:
+    if parallel.parts() < 2 or max(m, n, k) >= 2**31:  # MKL's LP64 dimensions are C ints
         return None
     dt = x.dtype
     kern = _native.for_dtype(dt)

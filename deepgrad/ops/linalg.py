@@ -142,7 +142,11 @@ class Linear(Function):
 
 # A product of at least this many multiply-adds runs in row parts where the native kernels split
 # their work (parallel.py); below it, handing a part to another thread costs more than it saves.
-_ROWS_MIN_MACS = 1 << 20
+# LeNet-5's first fully connected layer (64 x 400 by 400 x 120, 3.1 million) lost in parts: the
+# demo's training ran at 9,400 samples/s with it in parts against 10,700 without (three
+# alternating runs each); mlp_mnist's products (33 and 51 million) and char_lstm's head (34
+# million) gain.
+_ROWS_MIN_MACS = 1 << 24
 
 
 def _in_row_parts(x, w, b, relu: bool):

@@ -17,7 +17,7 @@ from deepgrad._native import mkl, parallel
 needs_kernels = pytest.mark.skipif(_native.lib() is None, reason=_native.status())
 
 # kernels.c: PARALLEL_MIN, the fewest elements a kernel splits
-MIN = 32768
+MIN = parallel.min_elements() if _native.lib() is not None else 32768
 # parts: run whole; two parts on the parallel loop (if attached); five and seven parts in turn
 # on this thread (boundaries that fall mid-row, and parts left empty)
 SPLITS = [(1, False), (2, True), (5, False), (7, False)]

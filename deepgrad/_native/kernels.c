@@ -145,6 +145,9 @@ void set_parallel(void *loop, long parts) {
     parallel_parts = parts > 1 ? parts : 1;
 }
 
+/* PARALLEL_MIN, for deepgrad/_native/parallel.py and the tests */
+long parallel_min(void) { return PARALLEL_MIN; }
+
 static inline long parts_for(long n) { return n >= PARALLEL_MIN ? parallel_parts : 1; }
 
 static void run_parts(part_fn fn, void *ctx, long parts) {

@@ -35,7 +35,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["status", "parts", "split"]
+__all__ = ["status", "parts", "split", "min_elements"]
 
 _SOURCE = Path(__file__).with_name("parallel.cpp")
 _FLAGS = ["-O2", "-std=c++17", "-fPIC", "-shared"]
@@ -80,11 +80,14 @@ def _attach() -> None:
     _state["loop"] = ctypes.cast(lib.dg_parallel_for, ctypes.c_void_p).value
     _state["lib"] = lib
     _set(_state["loop"], n)
-    _state["reason"] = f"TBB, {n} parts from {_PARALLEL_MIN} elements ({lib._name})"
+    _state["reason"] = f"TBB, {n} parts from {min_elements()} elements ({lib._name})"
 
 
-# kernels.c: PARALLEL_MIN
-_PARALLEL_MIN = 32768
+def min_elements() -> int:
+    """The fewest elements a kernel splits into parts (kernels.c: PARALLEL_MIN)."""
+    fn = _state["kernels"].parallel_min
+    fn.restype = ctypes.c_long
+    return int(fn())
 
 
 def _set(loop: int | None, n: int) -> None:

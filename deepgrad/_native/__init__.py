@@ -167,6 +167,10 @@ class Kernels:
 
     def __init__(self, cdll: ctypes.CDLL, path: Path) -> None:
         self.path = path
+        # the convolutions' vector width and block of output channels, which the build chose
+        # for this CPU's registers (kernels.c: CONV_BYTES, CONV_OB)
+        self.conv_bytes = int(cdll.conv_vector_bytes())
+        self.conv_channel_block = int(cdll.conv_channel_block())
         for name, sig in _SIGNATURES.items():
             table = {}
             for dt, suffix, scalar in ((np.dtype(np.float32), "f32", ctypes.c_float),

@@ -492,9 +492,39 @@ PARTED(double, f64)
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=fast")
 
-#define CONV_OB 8  /* output channels per register block */
-#define CONV_PX 12 /* output columns per register block with lanes over channels */
-#define MAX_TAPS 25 /* taps whose sums the weight-gradient kernels hold in registers */
+/* The register blocks below are sized to the vector register file. With AVX-512 it holds 32
+ * registers of 64 bytes; AVX2 (and NEON, 32 of 16 bytes) 16 of 32 bytes, and blocks sized for
+ * AVX-512 then spill: on an AVX2-only machine (AMD EPYC, AVX-512 not exposed) LeNet-5's step
+ * took 4x PyTorch's time with 64-byte vectors and AVX-512's blocks. */
+#if defined(__AVX512F__)
+#define CONV_BYTES 64
+#define CONV_OB 8   /* output channels per register block (x 2 output rows) */
+#define CONV_PX 12  /* output columns per register block with lanes over channels (x 2 rows) */
+#define CONV_PX_STEPS 12, 10, 8, 4 /* block widths for a row's last columns, widest first */
+#define TAP_REGS 25 /* tap sums the weight-gradient kernels hold in registers at once */
+#define ROWS_R 4    /* output rows per block of the one-channel weight gradient */
+#define WG_MR 12    /* rows of U per register block of the Winograd GEMM (x 2 vectors) */
+#else
+#define CONV_BYTES 32
+#define CONV_OB 6
+#define CONV_PX 6
+#define CONV_PX_STEPS 6, 5, 4, 2
+#define TAP_REGS 12
+#define ROWS_R 2
+#define WG_MR 6
+#endif
+#define MAX_TAPS 25 /* taps of the kernels that keep their tap sums in registers (5x5) */
+
+/* a register of the convolutions: CONV_BYTES / sizeof(T) lanes, and integer lanes for masks */
+typedef float cvec_f32 __attribute__((vector_size(CONV_BYTES)));
+typedef double cvec_f64 __attribute__((vector_size(CONV_BYTES)));
+typedef int32_t clanes_f32 __attribute__((vector_size(CONV_BYTES)));
+typedef int64_t clanes_f64 __attribute__((vector_size(CONV_BYTES)));
+
+/* deepgrad/ops/conv.py lays out operands for these: the lanes (weight-gradient channels padded
+ * to whole vectors) and the block of output channels (the weight padded to whole blocks) */
+long conv_vector_bytes(void) { return CONV_BYTES; }
+long conv_channel_block(void) { return CONV_OB; }
 
 
 #define CONV_KERNELS(T, S, VL)                                                                  \
@@ -521,8 +551,8 @@ static inline __attribute__((always_inline)) void conv_images_##S(              
         /* two output rows per block: each weight broadcast feeds two FMAs, which keeps the   \
          * loads (one per FMA with a memory operand) from being the bottleneck; a second row  \
          * past the last is computed from the slack and dropped */                             \
-        vec_##S acc[CONV_OB], acc2[CONV_OB];                                                    \
-        for (int b = 0; b < obk; b++) acc[b] = acc2[b] = (vec_##S){0};                          \
+        cvec_##S acc[CONV_OB], acc2[CONV_OB];                                                    \
+        for (int b = 0; b < obk; b++) acc[b] = acc2[b] = (cvec_##S){0};                          \
         for (long c = 0; c < C; c++)                                                            \
         for (long i = 0; i < kh; i++) {                                                         \
             long r0 = oy * sh + i * dh;                                                         \
@@ -530,7 +560,7 @@ static inline __attribute__((always_inline)) void conv_images_##S(              
             const T *xr = xp + ((n * C + c) * Hp + r0) * Wp + x0 * sw;                          \
             const T *wr = w + (o0 * C + c) * kh * kw + i * kw;                                  \
             for (long j = 0; j < kw; j++) {                                                     \
-                vec_##S xv, xv2;                                                                \
+                cvec_##S xv, xv2;                                                                \
                 const T *xs = xr + j * dw;                                                      \
                 if (sw == 1) {                                                                  \
                     memcpy(&xv, xs, sizeof xv);                                                 \
@@ -580,15 +610,15 @@ static inline __attribute__((always_inline)) void conv_oc_block_##S(            
     T *restrict y = a->y;                                                                       \
     long C = a->C, Hp = a->Hp, Wp = a->Wp, O = a->O, kh = a->kh;                                \
     long OH = a->OH, OW = a->OW, zt = a->zt, zb = Hp - a->zb;                                   \
-    vec_##S acc[CONV_PX], acc2[CONV_PX];                                                        \
-    for (int p = 0; p < px; p++) acc[p] = acc2[p] = (vec_##S){0};                               \
+    cvec_##S acc[CONV_PX], acc2[CONV_PX];                                                        \
+    for (int p = 0; p < px; p++) acc[p] = acc2[p] = (cvec_##S){0};                               \
     for (long c = 0; c < C; c++)                                                                \
     for (long i = 0; i < kh; i++) {                                                             \
         if (oy + i + 1 < zt || oy + i >= zb) continue; /* both rows are padding */             \
         const T *xr = xp + ((n * C + c) * Hp + oy + i) * Wp + x0;                               \
         const T *wr = wpk + ((g * C + c) * kh + i) * kw * VL;                                   \
         for (long j = 0; j < kw; j++) {                                                         \
-            vec_##S wv;                                                                         \
+            cvec_##S wv;                                                                         \
             memcpy(&wv, wr + j * VL, sizeof wv);                                                \
             /* opaque pointers per tap: otherwise the compiler keeps the inputs shared by       \
              * neighbouring taps in registers, runs out of them and spills (0.6x) */            \
@@ -610,18 +640,19 @@ static inline __attribute__((always_inline)) void conv_oc_block_##S(            
         }                                                                                       \
 }                                                                                               \
                                                                                                 \
-static inline __attribute__((always_inline)) void conv_oc_images_kw_##S(                       \
+static inline __attribute__((always_inline)) void conv_oc_images_kw_##S(                        \
         const conv_args_##S *a, const T *wpk, long kw) {                                        \
     long groups = (a->O + VL - 1) / VL;                                                         \
+    const int px[4] = {CONV_PX_STEPS};                                                          \
     for (long n = 0; n < a->N; n++)                                                             \
     for (long g = 0; g < groups; g++)                                                           \
     for (long oy = 0; oy < a->OH; oy += 2)                                                      \
     for (long x0 = 0; x0 < a->OW; x0 += CONV_PX) {                                              \
         long rest = a->OW - x0;                                                                 \
-        if (rest > 10) conv_oc_block_##S(a, wpk, n, g, oy, x0, CONV_PX, kw);                    \
-        else if (rest > 8) conv_oc_block_##S(a, wpk, n, g, oy, x0, 10, kw);                     \
-        else if (rest > 4) conv_oc_block_##S(a, wpk, n, g, oy, x0, 8, kw);                      \
-        else conv_oc_block_##S(a, wpk, n, g, oy, x0, 4, kw);                                    \
+        if (rest > px[1]) conv_oc_block_##S(a, wpk, n, g, oy, x0, px[0], kw);                   \
+        else if (rest > px[2]) conv_oc_block_##S(a, wpk, n, g, oy, x0, px[1], kw);              \
+        else if (rest > px[3]) conv_oc_block_##S(a, wpk, n, g, oy, x0, px[2], kw);              \
+        else conv_oc_block_##S(a, wpk, n, g, oy, x0, px[3], kw);                                \
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
@@ -665,8 +696,8 @@ void conv2d_direct_##S(const T *xp, long N, long C, long Hp, long Wp, const T *w
             return;                                                                             \
         }                                                                                       \
     }                                                                                           \
-    /* blocks of 6 channels where they leave fewer idle than blocks of 8 (LeNet's 6) */       \
-    int six = (O + 5) / 6 * 6 < (O + 7) / 8 * 8;                                                \
+    /* blocks of 6 channels where they leave fewer idle than blocks of CONV_OB (LeNet's 6) */   \
+    int six = (O + 5) / 6 * 6 < (O + CONV_OB - 1) / CONV_OB * CONV_OB;                          \
     if (kw == 5 && sw == 1 && six)                                                              \
         conv_images_##S(&a, 0, N, 5, 1, 6);                                                     \
     else if (kw == 5 && sw == 1)                                                                \
@@ -684,33 +715,44 @@ void conv2d_direct_##S(const T *xp, long N, long C, long Hp, long Wp, const T *w
  * from gyt, the output gradient pixel-major (N, OH, OW, Opad) with Opad a multiple of VL      \
  * (lanes past O zero), and the padded input xp (N, C, Hp, Wp). Four output pixels per pass   \
  * share each accumulator's load and store. */                                                 \
-/* Stride 1, no dilation, kh and kw constants (5x5, 3x3): the accumulators of one input       \
- * channel's taps for VL output channels stay in registers over all images and pixels; each  \
- * pixel's gradient vector feeds kh*kw FMAs whose inputs are broadcast from memory. */         \
+/* Stride 1, no dilation, kh and kw constants (5x5, 3x3): the accumulators of one input         \
+ * channel's taps for VL output channels stay in registers over all images and pixels; each     \
+ * pixel's gradient vector feeds a FMA per tap whose input is broadcast from memory. The taps   \
+ * go in passes of whole kernel rows, at most TAP_REGS at a time (AVX-512: all 25 of a 5x5      \
+ * in one pass; AVX2: two rows a pass). */                                                      \
+static inline __attribute__((always_inline)) void wgrad_taps_pass_##S(                          \
+        const T *restrict xp, long N, long C, long Hp, long Wp, const T *restrict gyt,          \
+        long Opad, long OH, long OW, long kh, long kw, long o0, long c, long i0, int rows,      \
+        T *restrict gw) {                                                                       \
+    cvec_##S acc[TAP_REGS];                                                                     \
+    for (int t = 0; t < rows * kw; t++) acc[t] = (cvec_##S){0};                                 \
+    for (long n = 0; n < N; n++)                                                                \
+    for (long oy = 0; oy < OH; oy++) {                                                          \
+        const T *grow = gyt + ((n * OH + oy) * OW) * Opad + o0;                                 \
+        const T *xr = xp + ((n * C + c) * Hp + oy + i0) * Wp;                                   \
+        for (long ox = 0; ox < OW; ox++) {                                                      \
+            cvec_##S gv;                                                                        \
+            memcpy(&gv, grow + ox * Opad, sizeof gv);                                           \
+            for (int i = 0; i < rows; i++) {                                                    \
+                const T *xi = xr + i * Wp + ox;                                                 \
+                __asm__("" : "+r"(xi)); /* as in conv_oc_block: no spills */                    \
+                for (long j = 0; j < kw; j++) acc[i * kw + j] += gv * xi[j];                    \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+    for (long t = 0; t < rows * kw; t++)                                                        \
+        memcpy(gw + (c * kh * kw + i0 * kw + t) * Opad + o0, &acc[t], sizeof acc[t]);           \
+}                                                                                               \
 static inline __attribute__((always_inline)) void wgrad_taps_##S(                               \
         const T *restrict xp, long N, long C, long Hp, long Wp, const T *restrict gyt,          \
         long Opad, long OH, long OW, long kh, long kw, T *restrict gw) {                        \
+    const int step = TAP_REGS / kw < kh ? TAP_REGS / kw : kh; /* kernel rows per pass */        \
     for (long o0 = 0; o0 < Opad; o0 += VL)                                                      \
-    for (long c = 0; c < C; c++) {                                                              \
-        vec_##S acc[MAX_TAPS];                                                                  \
-        for (int t = 0; t < kh * kw; t++) acc[t] = (vec_##S){0};                                \
-        for (long n = 0; n < N; n++)                                                            \
-        for (long oy = 0; oy < OH; oy++) {                                                      \
-            const T *grow = gyt + ((n * OH + oy) * OW) * Opad + o0;                             \
-            const T *xr = xp + ((n * C + c) * Hp + oy) * Wp;                                    \
-            for (long ox = 0; ox < OW; ox++) {                                                  \
-                vec_##S gv;                                                                     \
-                memcpy(&gv, grow + ox * Opad, sizeof gv);                                       \
-                for (long i = 0; i < kh; i++) {                                                 \
-                    const T *xi = xr + i * Wp + ox;                                             \
-                    __asm__("" : "+r"(xi)); /* as in conv_oc_block: no spills */                \
-                    for (long j = 0; j < kw; j++) acc[i * kw + j] += gv * xi[j];                \
-                }                                                                               \
-            }                                                                                   \
-        }                                                                                       \
-        for (long t = 0; t < kh * kw; t++)                                                      \
-            memcpy(gw + (c * kh * kw + t) * Opad + o0, &acc[t], sizeof acc[t]);                 \
-    }                                                                                           \
+    for (long c = 0; c < C; c++)                                                                \
+        _Pragma("GCC unroll 8")                                                                 \
+        for (long i0 = 0; i0 < kh; i0 += step)                                                  \
+            wgrad_taps_pass_##S(xp, N, C, Hp, Wp, gyt, Opad, OH, OW, kh, kw, o0, c, i0,         \
+                                kh - i0 < step ? kh - i0 : step, gw);                           \
 }                                                                                               \
                                                                                                 \
 void conv2d_weight_grad_##S(const T *restrict xp, long N, long C, long Hp, long Wp,            \
@@ -731,7 +773,7 @@ void conv2d_weight_grad_##S(const T *restrict xp, long N, long C, long Hp, long 
         const T *grow = gyt + ((n * OH + oy) * OW) * Opad + o0;                                 \
         long ox = 0;                                                                            \
         for (; ox + 4 <= OW; ox += 4) {                                                         \
-            vec_##S g0, g1, g2, g3;                                                             \
+            cvec_##S g0, g1, g2, g3;                                                             \
             memcpy(&g0, grow + (ox + 0) * Opad, sizeof g0);                                     \
             memcpy(&g1, grow + (ox + 1) * Opad, sizeof g1);                                     \
             memcpy(&g2, grow + (ox + 2) * Opad, sizeof g2);                                     \
@@ -742,7 +784,7 @@ void conv2d_weight_grad_##S(const T *restrict xp, long N, long C, long Hp, long 
                 T *ar = gw + ((c * kh + i) * kw) * Opad + o0;                                   \
                 for (long j = 0; j < kw; j++) {                                                 \
                     const T *xs = xr + j * dw;                                                  \
-                    vec_##S acc;                                                                \
+                    cvec_##S acc;                                                                \
                     memcpy(&acc, ar + j * Opad, sizeof acc);                                    \
                     acc += g0 * xs[0];                                                          \
                     acc += g1 * xs[sw];                                                         \
@@ -753,14 +795,14 @@ void conv2d_weight_grad_##S(const T *restrict xp, long N, long C, long Hp, long 
             }                                                                                   \
         }                                                                                       \
         for (; ox < OW; ox++) {                                                                 \
-            vec_##S g0;                                                                         \
+            cvec_##S g0;                                                                         \
             memcpy(&g0, grow + ox * Opad, sizeof g0);                                           \
             for (long c = 0; c < C; c++)                                                        \
             for (long i = 0; i < kh; i++) {                                                     \
                 const T *xr = xp + ((n * C + c) * Hp + oy * sh + i * dh) * Wp + ox * sw;        \
                 T *ar = gw + ((c * kh + i) * kw) * Opad + o0;                                   \
                 for (long j = 0; j < kw; j++) {                                                 \
-                    vec_##S acc;                                                                \
+                    cvec_##S acc;                                                                \
                     memcpy(&acc, ar + j * Opad, sizeof acc);                                    \
                     acc += g0 * xr[j * dw];                                                     \
                     memcpy(ar + j * Opad, &acc, sizeof acc);                                    \
@@ -791,8 +833,8 @@ void conv2d_weight_grad_##S(const T *restrict xp, long N, long C, long Hp, long 
 static inline __attribute__((always_inline)) void wgrad_rows_cols_##S(                          \
         const T *restrict xq, long Hq, long Wq, const T *restrict gy, const T *gy_end, long O,  \
         long OH, long OW, long kh, long kw, long n, long o, long y0, int R, long x0,            \
-        int partial, long xl, lanes_##S keep, vec_##S *acc) {                                   \
-    vec_##S gv[ROWS_R];                                                                         \
+        int partial, long xl, clanes_##S keep, long i0, int rows, cvec_##S *acc) {              \
+    cvec_##S gv[ROWS_R];                                                                         \
     for (int yy = 0; yy < R; yy++) {                                                            \
         const T *g = gy + ((n * O + o) * OH + y0 + yy) * OW + x0;                               \
         if (partial && g + VL > gy_end) {                                                       \
@@ -801,63 +843,72 @@ static inline __attribute__((always_inline)) void wgrad_rows_cols_##S(          
             memcpy(&gv[yy], part, sizeof gv[yy]);                                               \
         } else {                                                                                \
             memcpy(&gv[yy], g, sizeof gv[yy]);                                                  \
-            if (partial) gv[yy] = (vec_##S)((lanes_##S)gv[yy] & keep);                          \
+            if (partial) gv[yy] = (cvec_##S)((clanes_##S)gv[yy] & keep);                          \
         }                                                                                       \
     }                                                                                           \
     _Pragma("GCC unroll 16")                                                                    \
-    for (long r = 0; r < R + kh - 1; r++) {                                                     \
+    for (long r = i0; r < i0 + R + rows - 1; r++) {                                             \
         const T *xr = xq + (n * Hq + y0 + r) * Wq + x0;                                         \
         __asm__("" : "+r"(xr)); /* loads stay loads: no spilled copies across rows */          \
         _Pragma("GCC unroll 8")                                                                 \
         for (long j = 0; j < kw; j++) {                                                         \
-            vec_##S xv;                                                                         \
+            cvec_##S xv;                                                                         \
             memcpy(&xv, xr + j, sizeof xv);                                                     \
-            if (partial) xv = (vec_##S)((lanes_##S)xv & keep);                                  \
+            if (partial) xv = (cvec_##S)((clanes_##S)xv & keep);                                  \
             _Pragma("GCC unroll 8")                                                             \
             for (int yy = 0; yy < R; yy++) {                                                    \
                 long i = r - yy;                                                                \
-                if (i >= 0 && i < kh) acc[i * kw + j] += gv[yy] * xv;                           \
+                if (i >= i0 && i < i0 + rows) acc[(i - i0) * kw + j] += gv[yy] * xv;            \
             }                                                                                   \
         }                                                                                       \
     }                                                                                           \
 }                                                                                               \
 static inline __attribute__((always_inline)) void wgrad_rows_block_##S(                         \
         const T *restrict xq, long Hq, long Wq, const T *restrict gy, const T *gy_end, long O,  \
-        long OH, long OW, long kh, long kw, long n, long o, long y0, int R, lanes_##S keep,     \
-        vec_##S *acc) {                                                                         \
+        long OH, long OW, long kh, long kw, long n, long o, long y0, int R, clanes_##S keep,    \
+        long i0, int rows, cvec_##S *acc) {                                                     \
     long x0 = 0;                                                                                \
     for (; x0 + VL <= OW; x0 += VL)                                                             \
         wgrad_rows_cols_##S(xq, Hq, Wq, gy, gy_end, O, OH, OW, kh, kw, n, o, y0, R, x0, 0, VL,  \
-                            keep, acc);                                                         \
+                            keep, i0, rows, acc);                                               \
     if (x0 < OW)                                                                                \
         wgrad_rows_cols_##S(xq, Hq, Wq, gy, gy_end, O, OH, OW, kh, kw, n, o, y0, R, x0, 1,      \
-                            OW - x0, keep, acc);                                                \
+                            OW - x0, keep, i0, rows, acc);                                      \
+}                                                                                               \
+/* the taps of kernel rows [i0, i0 + rows) of output channel o, summed over all images */       \
+static inline __attribute__((always_inline)) void wgrad_rows_pass_##S(                          \
+        const T *restrict xq, long N, long Hq, long Wq, const T *restrict gy, long O, long OH,  \
+        long OW, long kh, long kw, long o, long i0, int rows, clanes_##S keep,                  \
+        T *restrict gw) {                                                                       \
+    const T *gy_end = gy + N * O * OH * OW;                                                     \
+    cvec_##S acc[TAP_REGS];                                                                     \
+    for (long t = 0; t < rows * kw; t++) acc[t] = (cvec_##S){0};                                \
+    for (long n = 0; n < N; n++) {                                                              \
+        long y = 0;                                                                             \
+        for (; y + ROWS_R <= OH; y += ROWS_R)                                                   \
+            wgrad_rows_block_##S(xq, Hq, Wq, gy, gy_end, O, OH, OW, kh, kw, n, o, y, ROWS_R,    \
+                                 keep, i0, rows, acc);                                          \
+        for (; y < OH; y++)                                                                     \
+            wgrad_rows_block_##S(xq, Hq, Wq, gy, gy_end, O, OH, OW, kh, kw, n, o, y, 1, keep,   \
+                                 i0, rows, acc);                                                \
+    }                                                                                           \
+    for (long t = 0; t < rows * kw; t++) {                                                      \
+        T sum = 0;                                                                              \
+        for (int l = 0; l < VL; l++) sum += acc[t][l];                                          \
+        gw[o * kh * kw + i0 * kw + t] = sum;                                                    \
+    }                                                                                           \
 }                                                                                               \
 static inline __attribute__((always_inline)) void wgrad_rows_##S(                               \
         const T *restrict xq, long N, long Hq, long Wq, const T *restrict gy, long O, long OH,  \
         long OW, long kh, long kw, T *restrict gw) {                                            \
-    long taps = kh * kw;                                                                        \
-    const T *gy_end = gy + N * O * OH * OW;                                                     \
-    lanes_##S keep; /* the lanes of a last, partial column block that hold columns */          \
+    clanes_##S keep; /* the lanes of a last, partial column block that hold columns */          \
     for (int l = 0; l < VL; l++) keep[l] = l < OW % VL ? -1 : 0;                                \
-    for (long o = 0; o < O; o++) {                                                              \
-        vec_##S acc[MAX_TAPS];                                                                  \
-        for (long t = 0; t < taps; t++) acc[t] = (vec_##S){0};                                  \
-        for (long n = 0; n < N; n++) {                                                          \
-            long y = 0;                                                                         \
-            for (; y + ROWS_R <= OH; y += ROWS_R)                                               \
-                wgrad_rows_block_##S(xq, Hq, Wq, gy, gy_end, O, OH, OW, kh, kw, n, o, y,       \
-                                     ROWS_R, keep, acc);                                        \
-            for (; y < OH; y++)                                                                 \
-                wgrad_rows_block_##S(xq, Hq, Wq, gy, gy_end, O, OH, OW, kh, kw, n, o, y, 1,    \
-                                     keep, acc);                                                \
-        }                                                                                       \
-        for (long t = 0; t < taps; t++) {                                                       \
-            T sum = 0;                                                                          \
-            for (int l = 0; l < VL; l++) sum += acc[t][l];                                      \
-            gw[o * taps + t] = sum;                                                             \
-        }                                                                                       \
-    }                                                                                           \
+    const int step = TAP_REGS / kw < kh ? TAP_REGS / kw : kh; /* kernel rows per pass */        \
+    for (long o = 0; o < O; o++)                                                                \
+        _Pragma("GCC unroll 8")                                                                 \
+        for (long i0 = 0; i0 < kh; i0 += step)                                                  \
+            wgrad_rows_pass_##S(xq, N, Hq, Wq, gy, O, OH, OW, kh, kw, o, i0,                    \
+                                kh - i0 < step ? kh - i0 : step, keep, gw);                     \
 }                                                                                               \
 void conv2d_weight_grad_rows_##S(const T *xq, long N, long Hq, long Wq, const T *gy, long O,    \
                                  long OH, long OW, long kh, long kw, T *gw) {                   \
@@ -897,10 +948,10 @@ static void winograd_pack_##S(const T *restrict U, long O, long C, T *restrict p
 /* acc[r] = sum over k < K of a[k * WG_MR + r] * (the vector at b + k * ldb): one panel of      \
  * WG_MR packed rows times one vector of columns, the sums in registers */                      \
 static inline __attribute__((always_inline)) void wg_panel_##S(                                 \
-        const T *restrict a, const T *restrict b, long ldb, long K, vec_##S acc[WG_MR]) {       \
-    for (int r = 0; r < WG_MR; r++) acc[r] = (vec_##S){0};                                      \
+        const T *restrict a, const T *restrict b, long ldb, long K, cvec_##S acc[WG_MR]) {       \
+    for (int r = 0; r < WG_MR; r++) acc[r] = (cvec_##S){0};                                      \
     for (long k = 0; k < K; k++) {                                                              \
-        vec_##S bv;                                                                             \
+        cvec_##S bv;                                                                             \
         memcpy(&bv, b + k * ldb, sizeof bv);                                                    \
         for (int r = 0; r < WG_MR; r++) acc[r] += a[k * WG_MR + r] * bv;                        \
     }                                                                                           \
@@ -916,10 +967,10 @@ static void winograd_gemm_##S(const T *restrict packed, const T *restrict V, lon
         for (; n0 + 2 * VL <= P; n0 += 2 * VL)                                                  \
             for (long pn = 0; pn < panels; pn++) {                                              \
                 const T *a = ap + pn * C * WG_MR;                                               \
-                vec_##S acc0[WG_MR], acc1[WG_MR];                                               \
-                for (int r = 0; r < WG_MR; r++) acc0[r] = acc1[r] = (vec_##S){0};               \
+                cvec_##S acc0[WG_MR], acc1[WG_MR];                                               \
+                for (int r = 0; r < WG_MR; r++) acc0[r] = acc1[r] = (cvec_##S){0};               \
                 for (long c = 0; c < C; c++) {                                                  \
-                    vec_##S b0, b1;                                                             \
+                    cvec_##S b0, b1;                                                             \
                     memcpy(&b0, v + c * P + n0, sizeof b0);                                     \
                     memcpy(&b1, v + c * P + n0 + VL, sizeof b1);                                \
                     for (int r = 0; r < WG_MR; r++) {                                           \
@@ -950,7 +1001,7 @@ static void winograd_gemm_##S(const T *restrict packed, const T *restrict V, lon
                 ldb = VL;                                                                       \
             }                                                                                   \
             for (long pn = 0; pn < panels; pn++) {                                              \
-                vec_##S acc0[WG_MR];                                                            \
+                cvec_##S acc0[WG_MR];                                                            \
                 wg_panel_##S(ap + pn * C * WG_MR, b, ldb, C, acc0);                             \
                 long rows = O - pn * WG_MR < WG_MR ? O - pn * WG_MR : WG_MR;                    \
                 for (long r = 0; r < rows; r++) {                                               \
@@ -993,7 +1044,7 @@ static void winograd_gemm_nt_##S(const T *restrict Tg, const T *restrict V, long
             }                                                                                   \
         for (long n0 = 0; n0 < cp; n0 += VL)                                                    \
             for (long pn = 0; pn < panels; pn++) {                                              \
-                vec_##S s[WG_MR];                                                               \
+                cvec_##S s[WG_MR];                                                               \
                 wg_panel_##S(ap + pn * P * WG_MR, vt + n0, cp, P, s);                           \
                 long rows = O - pn * WG_MR < WG_MR ? O - pn * WG_MR : WG_MR;                    \
                 long cols = C - n0 < VL ? C - n0 : VL;                                          \
@@ -1005,12 +1056,12 @@ static void winograd_gemm_nt_##S(const T *restrict Tg, const T *restrict V, long
     }                                                                                           \
 }
 
-WINOGRAD_GEMM(float, f32, 16)
-WINOGRAD_GEMM(double, f64, 8)
-CONV_KERNELS(float, f32, 16)
-WGRAD_ROWS(float, f32, 16)
-WGRAD_ROWS(double, f64, 8)
-CONV_KERNELS(double, f64, 8)
+WINOGRAD_GEMM(float, f32, (CONV_BYTES / 4))
+WINOGRAD_GEMM(double, f64, (CONV_BYTES / 8))
+CONV_KERNELS(float, f32, (CONV_BYTES / 4))
+WGRAD_ROWS(float, f32, (CONV_BYTES / 4))
+WGRAD_ROWS(double, f64, (CONV_BYTES / 8))
+CONV_KERNELS(double, f64, (CONV_BYTES / 8))
 #pragma GCC pop_options
 
 /* Short rows are copied and zeroed by loops here; without this GCC turns each loop back into a

@@ -382,7 +382,6 @@ _KEEP_COLS_BYTES = 32 << 20
 # (K 576) 38 vs 24 ms, where BLAS runs near its peak.
 _NATIVE_MIN_OW = 8
 _NATIVE_MAX_K = 400
-_NATIVE_OB = 8  # output channels per register block (CONV_OB in kernels.c)
 # the input gradient runs the same kernel with the input channels as its outputs: with fewer
 # than half a block of them it lost to BLAS (1 channel: 2.3 vs 1.5 ms, 3: 3.4 vs 3.0 ms)
 _NATIVE_MIN_C_INPUT_GRAD = 4
@@ -414,10 +413,11 @@ def _padded_flat(x: np.ndarray, top: int, bottom: int, left: int, right: int, sl
     return flat
 
 
-def _blocked_weight(w: np.ndarray) -> np.ndarray:
-    """w (O, C, kh, kw) with zero output channels appended up to a multiple of the block."""
+def _blocked_weight(w: np.ndarray, block: int) -> np.ndarray:
+    """w (O, C, kh, kw) with zero output channels appended up to a multiple of the kernel's
+    block of output channels (``Kernels.conv_channel_block``: 8 with AVX-512, 6 with AVX2)."""
     o = w.shape[0]
-    op = -(-o // _NATIVE_OB) * _NATIVE_OB
+    op = -(-o // block) * block
     if op == o and w.flags.c_contiguous:
         return w
     wp = np.zeros((op,) + w.shape[1:], w.dtype)
@@ -432,7 +432,7 @@ def _direct(kern, xflat: np.ndarray, shape: tuple, w: np.ndarray, b, out_hw: tup
     n, c, hp, wp = shape
     o, _, kh, kw = w.shape
     oh, ow = out_hw
-    wb = _blocked_weight(w)
+    wb = _blocked_weight(w, kern.conv_channel_block)
     y = backend.empty((n, o, oh, ow), w.dtype)
     addr = _native.address
     kern.conv2d_direct[w.dtype](addr(xflat), n, c, hp, wp, addr(wb), o, kh, kw,
@@ -443,7 +443,8 @@ def _direct(kern, xflat: np.ndarray, shape: tuple, w: np.ndarray, b, out_hw: tup
 
 
 def _slack(dt: np.dtype, sh: int, sw: int, wp: int) -> int:
-    """What the kernel may read past the padded input: a row pair's second row, a vector."""
+    """What the kernel may read past the padded input: a row pair's second row, a vector (at
+    most 64 bytes)."""
     return sh * wp + (64 // dt.itemsize) * sw
 
 
@@ -489,7 +490,7 @@ def _native_weight_grad(kern, flat: np.ndarray, gy: np.ndarray, g: _Geom) -> np.
     its lanes over output channels, so gy goes pixel-major, (N, OH, OW, O) padded to a whole
     number of lanes."""
     dt = gy.dtype
-    lanes = 64 // dt.itemsize
+    lanes = kern.conv_bytes // dt.itemsize
     opad = -(-g.O // lanes) * lanes
     gyt = _scratch.get((g.N, g.OH, g.OW, opad), dt)
     if opad > g.O:
@@ -503,10 +504,12 @@ def _native_weight_grad(kern, flat: np.ndarray, gy: np.ndarray, g: _Geom) -> np.
     return np.ascontiguousarray(acc[:, :g.O].T).reshape(g.O, g.C, g.kh, g.kw)
 
 
-# the one-channel weight gradient with lanes along the output rows keeps all its taps'
+# the one-channel weight gradient with lanes along the output rows keeps its taps'
 # accumulators in registers (MAX_TAPS in kernels.c). On LeNet's first layer (1-6 5x5 on
 # 28x28 with padding 2), against patches and a GEMM, 2 threads, in-process A/B: lenet5 steps
-# 0.94x, lenet_modern_256 0.98x; the kernel alone 2.1 vs 3.2 ms at batch 256.
+# 0.94x, lenet_modern_256 0.98x; the kernel alone 2.1 vs 3.2 ms at batch 256 (Intel, AVX-512).
+# With AVX2's 8 lanes, 6 output channels fill as many lanes as 28 columns do, and lanes along
+# the rows still won at batch 64: 0.88 against 1.21 ms (AMD EPYC).
 _ROWS_MAX_TAPS = 25
 
 
@@ -811,11 +814,15 @@ def _conv_backward(gy: np.ndarray, w: np.ndarray, saved, g: _Geom, need_x: bool,
         gw = None
         if need_w:
             kern = _native.lib()
-            lanes = 64 // gy.itemsize
-            if 2 * g.O >= -(-g.O // lanes) * lanes:
-                gw = _native_weight_grad(kern, saved, gy, g)
-            elif _rows_weight_grad_applies(g):
+            lanes = kern.conv_bytes // gy.itemsize
+            # the share of the lanes that hold values, with lanes over output channels and
+            # with lanes along the output rows (one input channel only)
+            over_channels = g.O / (-(-g.O // lanes) * lanes)
+            along_rows = g.OW / (-(-g.OW // lanes) * lanes)
+            if _rows_weight_grad_applies(g) and along_rows >= over_channels:
                 gw = _native_weight_grad_rows(kern, saved, gy, g)
+            elif over_channels >= 0.5:
+                gw = _native_weight_grad(kern, saved, gy, g)
             else:  # most lanes would idle: patches and a GEMM (LeNet's 6-channel conv: 1.9x)
                 gw = _native_weight_grad_patches(kern, saved, gy, g)
         if need_x and gx is None:

@@ -169,6 +169,48 @@ def test_lstm_time_loops_in_parts_give_the_same_bits(dt, H, N, bidirectional):
                                                                        bidirectional)]])
 
 
+def _conv_steps(dt, n, c, o, size, k, padding):
+    """Forward and backward of one convolution."""
+    dg.manual_seed(0)
+    rng = np.random.default_rng(1)
+    x = dg.from_numpy(rng.standard_normal((n, c, size, size)).astype(dt)).requires_grad_(True)
+    conv = dg.nn.Conv2d(c, o, k, padding=padding).to(dtype=dt)
+    y = conv(x)
+    y.backward(dg.from_numpy(rng.standard_normal(y.shape).astype(dt)))
+    return [y.data, x.grad.data, conv.weight.grad.data, conv.bias.grad.data]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("n,c,o,size,k,padding,kernels", [
+    # LeNet's first layer: the forward by output columns, the weight grad along the rows
+    (13, 1, 6, 28, 5, 2, {"conv2d_direct": 1, "conv2d_weight_grad_rows": 1}),
+    # LeNet's second: the forward by output channels, the weight grad over (channels, input
+    # channel) pairs, the input grad by output columns
+    (21, 6, 16, 14, 5, 0, {"conv2d_direct": 2, "conv2d_weight_grad": 1}),
+    # 3x3, 12 outputs: a last block of channels partly empty
+    (9, 4, 12, 19, 3, 1, {"conv2d_direct": 2, "conv2d_weight_grad": 1}),
+])
+def test_convolutions_in_parts_give_the_same_bits(monkeypatch, dt, n, c, o, size, k, padding,
+                                                  kernels):
+    """The direct convolution splits whole images, its weight gradients whole output channels
+    or (channel vector, input channel) pairs: every sum is made in one part, in one order."""
+    k_ = _native.lib()
+    calls = {name: 0 for name in kernels}
+    for name in kernels:
+        table = dict(getattr(k_, name))
+
+        def spy(*args, _fn=table[np.dtype(dt)], _name=name):
+            calls[_name] += 1
+            return _fn(*args)
+
+        monkeypatch.setattr(k_, name, {**table, np.dtype(dt): spy})
+    runs = _runs(lambda: _conv_steps(dt, n, c, o, size, k, padding))
+    assert calls == {name: len(SPLITS) * count for name, count in kernels.items()}
+    assert n * o * (size + 2 * padding - k + 1) ** 2 >= MIN  # large enough to split
+    _assert_same_bits(runs)
+
+
 def _child(code: str, **env) -> str:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, env={**os.environ, **env})

@@ -641,10 +641,10 @@ static inline __attribute__((always_inline)) void conv_oc_block_##S(            
 }                                                                                               \
                                                                                                 \
 static inline __attribute__((always_inline)) void conv_oc_images_kw_##S(                        \
-        const conv_args_##S *a, const T *wpk, long kw) {                                        \
+        const conv_args_##S *a, const T *wpk, long n0, long n1, long kw) {                      \
     long groups = (a->O + VL - 1) / VL;                                                         \
     const int px[4] = {CONV_PX_STEPS};                                                          \
-    for (long n = 0; n < a->N; n++)                                                             \
+    for (long n = n0; n < n1; n++)                                                              \
     for (long g = 0; g < groups; g++)                                                           \
     for (long oy = 0; oy < a->OH; oy += 2)                                                      \
     for (long x0 = 0; x0 < a->OW; x0 += CONV_PX) {                                              \
@@ -657,10 +657,10 @@ static inline __attribute__((always_inline)) void conv_oc_images_kw_##S(        
 }                                                                                               \
                                                                                                 \
 /* kw a constant where it is 5 or 3: the tap loop unrolls */                                    \
-static void conv_oc_images_##S(const conv_args_##S *a, const T *wpk) {                          \
-    if (a->kw == 5) conv_oc_images_kw_##S(a, wpk, 5);                                           \
-    else if (a->kw == 3) conv_oc_images_kw_##S(a, wpk, 3);                                      \
-    else conv_oc_images_kw_##S(a, wpk, a->kw);                                                  \
+static void conv_oc_images_##S(const conv_args_##S *a, const T *wpk, long n0, long n1) {        \
+    if (a->kw == 5) conv_oc_images_kw_##S(a, wpk, n0, n1, 5);                                   \
+    else if (a->kw == 3) conv_oc_images_kw_##S(a, wpk, n0, n1, 3);                              \
+    else conv_oc_images_kw_##S(a, wpk, n0, n1, a->kw);                                          \
 }                                                                                               \
                                                                                                 \
 /* lanes in use out of those computed, lanes over columns vs over channels, in 1/VL units */   \
@@ -675,39 +675,51 @@ static int conv_oc_better_##S(long O, long OW) {                                
  * channels x VL output columns x two output rows. The top zt and bottom zb rows of each      \
  * padded image are zero: taps that meet only such rows are skipped (the input gradient, the  \
  * output gradient padded by kh - 1, skips a quarter of LeNet's). Where output rows are short \
- * the kernel above with lanes over channels runs instead. (A second thread over half the     \
- * images gained nothing in training: BLAS's threads spin on the other core after each GEMM.) \
+ * the kernel above with lanes over channels runs instead. Images are independent: a large      \
+ * batch splits into parts of whole images (run_parts), the same bits on any number of them.    \
  */                                                                                             \
-void conv2d_direct_##S(const T *xp, long N, long C, long Hp, long Wp, const T *w, long O,      \
+typedef struct { const conv_args_##S *a; const T *wpk; long parts; } conv_job_##S;              \
+static void conv_part_##S(void *ctx, long part) {                                               \
+    const conv_job_##S *j = ctx;                                                                \
+    const conv_args_##S *a = j->a;                                                              \
+    long n0 = part_start(a->N, j->parts, part, 1), n1 = part_start(a->N, j->parts, part + 1, 1); \
+    if (j->wpk) {                                                                               \
+        conv_oc_images_##S(a, j->wpk, n0, n1);                                                  \
+        return;                                                                                 \
+    }                                                                                           \
+    long O = a->O, kw = a->kw, sw = a->sw;                                                      \
+    /* blocks of 6 channels where they leave fewer idle than blocks of CONV_OB (LeNet's 6) */   \
+    int six = (O + 5) / 6 * 6 < (O + CONV_OB - 1) / CONV_OB * CONV_OB;                          \
+    if (kw == 5 && sw == 1 && six)                                                              \
+        conv_images_##S(a, n0, n1, 5, 1, 6);                                                    \
+    else if (kw == 5 && sw == 1)                                                                \
+        conv_images_##S(a, n0, n1, 5, 1, CONV_OB);                                              \
+    else if (kw == 3 && sw == 1 && six)                                                         \
+        conv_images_##S(a, n0, n1, 3, 1, 6);                                                    \
+    else if (kw == 3 && sw == 1)                                                                \
+        conv_images_##S(a, n0, n1, 3, 1, CONV_OB);                                              \
+    else                                                                                        \
+        conv_images_##S(a, n0, n1, kw, sw, CONV_OB);                                            \
+}                                                                                               \
+void conv2d_direct_##S(const T *xp, long N, long C, long Hp, long Wp, const T *w, long O,       \
                        long kh, long kw, const T *bias, T *y, long OH, long OW, long sh,        \
                        long sw, long dh, long dw, long zt, long zb) {                           \
-    conv_args_##S a = {xp, N, C, Hp, Wp, w, O, kh, kw, bias, y, OH, OW, sh, sw, dh, dw, zt, zb};\
+    conv_args_##S a = {xp, N, C, Hp, Wp, w, O, kh, kw, bias, y, OH, OW, sh, sw, dh, dw, zt, zb}; \
+    T *wpk = 0;                                                                                 \
     if (sh == 1 && sw == 1 && dh == 1 && dw == 1 && conv_oc_better_##S(O, OW)) {                \
         long groups = (O + VL - 1) / VL, taps = C * kh * kw;                                    \
-        T *wpk = malloc(sizeof(T) * groups * taps * VL);                                        \
-        if (wpk) {                                                                              \
+        wpk = malloc(sizeof(T) * groups * taps * VL);                                           \
+        if (wpk)                                                                                \
             for (long g = 0; g < groups; g++)                                                   \
                 for (long t = 0; t < taps; t++)                                                 \
                     for (long l = 0; l < VL; l++)                                               \
                         wpk[(g * taps + t) * VL + l] = g * VL + l < O ? w[(g * VL + l) * taps + t] \
-                                                                      : (T)0;                    \
-            conv_oc_images_##S(&a, wpk);                                                        \
-            free(wpk);                                                                          \
-            return;                                                                             \
-        }                                                                                       \
+                                                                      : (T)0;                   \
     }                                                                                           \
-    /* blocks of 6 channels where they leave fewer idle than blocks of CONV_OB (LeNet's 6) */   \
-    int six = (O + 5) / 6 * 6 < (O + CONV_OB - 1) / CONV_OB * CONV_OB;                          \
-    if (kw == 5 && sw == 1 && six)                                                              \
-        conv_images_##S(&a, 0, N, 5, 1, 6);                                                     \
-    else if (kw == 5 && sw == 1)                                                                \
-        conv_images_##S(&a, 0, N, 5, 1, CONV_OB);                                               \
-    else if (kw == 3 && sw == 1 && six)                                                         \
-        conv_images_##S(&a, 0, N, 3, 1, 6);                                                     \
-    else if (kw == 3 && sw == 1)                                                                \
-        conv_images_##S(&a, 0, N, 3, 1, CONV_OB);                                               \
-    else                                                                                        \
-        conv_images_##S(&a, 0, N, kw, sw, CONV_OB);                                             \
+    long parts = parts_for(N * O * OH * OW);                                                    \
+    conv_job_##S job = {&a, wpk, parts < N ? parts : N};                                        \
+    run_parts(conv_part_##S, &job, job.parts);                                                  \
+    free(wpk);                                                                                  \
 }                                                                                               \
                                                                                                 \
 /* Weight gradient of a convolution, lanes over output channels: gw (C*kh*kw, Opad) with      \
@@ -743,27 +755,42 @@ static inline __attribute__((always_inline)) void wgrad_taps_pass_##S(          
     for (long t = 0; t < rows * kw; t++)                                                        \
         memcpy(gw + (c * kh * kw + i0 * kw + t) * Opad + o0, &acc[t], sizeof acc[t]);           \
 }                                                                                               \
+/* pairs [q0, q1) of (a vector of output channels, an input channel), each summed alone */      \
 static inline __attribute__((always_inline)) void wgrad_taps_##S(                               \
         const T *restrict xp, long N, long C, long Hp, long Wp, const T *restrict gyt,          \
-        long Opad, long OH, long OW, long kh, long kw, T *restrict gw) {                        \
+        long Opad, long OH, long OW, long kh, long kw, long q0, long q1, T *restrict gw) {      \
     const int step = TAP_REGS / kw < kh ? TAP_REGS / kw : kh; /* kernel rows per pass */        \
-    for (long o0 = 0; o0 < Opad; o0 += VL)                                                      \
-    for (long c = 0; c < C; c++)                                                                \
+    for (long q = q0; q < q1; q++)                                                              \
         _Pragma("GCC unroll 8")                                                                 \
         for (long i0 = 0; i0 < kh; i0 += step)                                                  \
-            wgrad_taps_pass_##S(xp, N, C, Hp, Wp, gyt, Opad, OH, OW, kh, kw, o0, c, i0,         \
-                                kh - i0 < step ? kh - i0 : step, gw);                           \
+            wgrad_taps_pass_##S(xp, N, C, Hp, Wp, gyt, Opad, OH, OW, kh, kw, q / C * VL, q % C, \
+                                i0, kh - i0 < step ? kh - i0 : step, gw);                       \
+}                                                                                               \
+typedef struct {                                                                                \
+    const T *xp; long N, C, Hp, Wp; const T *gyt; long Opad, OH, OW, kw; T *gw; long parts;     \
+} wgrad_job_##S;                                                                                \
+static void wgrad_taps_part_##S(void *ctx, long part) {                                         \
+    const wgrad_job_##S *j = ctx;                                                               \
+    long pairs = j->Opad / VL * j->C;                                                           \
+    long q0 = part_start(pairs, j->parts, part, 1), q1 = part_start(pairs, j->parts, part + 1, 1); \
+    if (j->kw == 5)                                                                             \
+        wgrad_taps_##S(j->xp, j->N, j->C, j->Hp, j->Wp, j->gyt, j->Opad, j->OH, j->OW, 5, 5,    \
+                       q0, q1, j->gw);                                                          \
+    else                                                                                        \
+        wgrad_taps_##S(j->xp, j->N, j->C, j->Hp, j->Wp, j->gyt, j->Opad, j->OH, j->OW, 3, 3,    \
+                       q0, q1, j->gw);                                                          \
 }                                                                                               \
                                                                                                 \
 void conv2d_weight_grad_##S(const T *restrict xp, long N, long C, long Hp, long Wp,            \
                             const T *restrict gyt, long Opad, long OH, long OW, long kh,        \
                             long kw, long sh, long sw, long dh, long dw, T *restrict gw) {      \
     long taps = C * kh * kw;                                                                    \
-    if (sh == 1 && sw == 1 && dh == 1 && dw == 1 && kh == kw && (kw == 5 || kw == 3)) {        \
-        if (kw == 5)                                                                            \
-            wgrad_taps_##S(xp, N, C, Hp, Wp, gyt, Opad, OH, OW, 5, 5, gw);                      \
-        else                                                                                    \
-            wgrad_taps_##S(xp, N, C, Hp, Wp, gyt, Opad, OH, OW, 3, 3, gw);                      \
+    if (sh == 1 && sw == 1 && dh == 1 && dw == 1 && kh == kw && (kw == 5 || kw == 3)) {         \
+        /* parts of whole (channel vector, input channel) pairs: the same sums in any split */  \
+        long pairs = Opad / VL * C, parts = parts_for(N * OH * OW * Opad * kh);                 \
+        wgrad_job_##S job = {xp, N, C, Hp, Wp, gyt, Opad, OH, OW, kw, gw,                       \
+                             parts < pairs ? parts : pairs};                                    \
+        run_parts(wgrad_taps_part_##S, &job, job.parts);                                        \
         return;                                                                                 \
     }                                                                                           \
     for (long k = 0; k < taps * Opad; k++) gw[k] = 0;                                           \
@@ -900,25 +927,39 @@ static inline __attribute__((always_inline)) void wgrad_rows_pass_##S(          
 }                                                                                               \
 static inline __attribute__((always_inline)) void wgrad_rows_##S(                               \
         const T *restrict xq, long N, long Hq, long Wq, const T *restrict gy, long O, long OH,  \
-        long OW, long kh, long kw, T *restrict gw) {                                            \
+        long OW, long kh, long kw, long o0, long o1, T *restrict gw) {                          \
     clanes_##S keep; /* the lanes of a last, partial column block that hold columns */          \
     for (int l = 0; l < VL; l++) keep[l] = l < OW % VL ? -1 : 0;                                \
     const int step = TAP_REGS / kw < kh ? TAP_REGS / kw : kh; /* kernel rows per pass */        \
-    for (long o = 0; o < O; o++)                                                                \
+    for (long o = o0; o < o1; o++)                                                              \
         _Pragma("GCC unroll 8")                                                                 \
         for (long i0 = 0; i0 < kh; i0 += step)                                                  \
             wgrad_rows_pass_##S(xq, N, Hq, Wq, gy, O, OH, OW, kh, kw, o, i0,                    \
                                 kh - i0 < step ? kh - i0 : step, keep, gw);                     \
 }                                                                                               \
+typedef struct {                                                                                \
+    const T *xq; long N, Hq, Wq; const T *gy; long O, OH, OW, kh, kw; T *gw; long parts;        \
+} wgrad_rows_job_##S;                                                                           \
+static void wgrad_rows_part_##S(void *ctx, long part) {                                         \
+    const wgrad_rows_job_##S *j = ctx;                                                          \
+    long o0 = part_start(j->O, j->parts, part, 1), o1 = part_start(j->O, j->parts, part + 1, 1); \
+    /* constant kernel sizes unroll the tap loops and keep the accumulators in registers */     \
+    if (j->kh == 5 && j->kw == 5)                                                               \
+        wgrad_rows_##S(j->xq, j->N, j->Hq, j->Wq, j->gy, j->O, j->OH, j->OW, 5, 5, o0, o1,      \
+                       j->gw);                                                                  \
+    else if (j->kh == 3 && j->kw == 3)                                                          \
+        wgrad_rows_##S(j->xq, j->N, j->Hq, j->Wq, j->gy, j->O, j->OH, j->OW, 3, 3, o0, o1,      \
+                       j->gw);                                                                  \
+    else                                                                                        \
+        wgrad_rows_##S(j->xq, j->N, j->Hq, j->Wq, j->gy, j->O, j->OH, j->OW, j->kh, j->kw, o0,  \
+                       o1, j->gw);                                                              \
+}                                                                                               \
+/* output channels in parts, each summed alone: the same bits in any split */                   \
 void conv2d_weight_grad_rows_##S(const T *xq, long N, long Hq, long Wq, const T *gy, long O,    \
                                  long OH, long OW, long kh, long kw, T *gw) {                   \
-    /* constant kernel sizes unroll the tap loops and keep the accumulators in registers */     \
-    if (kh == 5 && kw == 5)                                                                     \
-        wgrad_rows_##S(xq, N, Hq, Wq, gy, O, OH, OW, 5, 5, gw);                                 \
-    else if (kh == 3 && kw == 3)                                                                \
-        wgrad_rows_##S(xq, N, Hq, Wq, gy, O, OH, OW, 3, 3, gw);                                 \
-    else                                                                                        \
-        wgrad_rows_##S(xq, N, Hq, Wq, gy, O, OH, OW, kh, kw, gw);                               \
+    long parts = parts_for(N * O * OH * OW * kh);                                               \
+    wgrad_rows_job_##S job = {xq, N, Hq, Wq, gy, O, OH, OW, kh, kw, gw, parts < O ? parts : O}; \
+    run_parts(wgrad_rows_part_##S, &job, job.parts);                                            \
 }
 
 /* The 16 GEMMs of the Winograd convolution, one thread: M[k] = U[k] @ V[k] for k < 16, U

@@ -1897,12 +1897,13 @@ void lstm_forward_seq_##S(const T *w, long K, T *cols, long ld, T *a, long a_mod
  * (steps, H, N) and c_init as saved. The carried state gradient enters as ghn (N, H) with      \
  * strides (gn_n, gn_j) (the grad of h_n), and step t's output gradient is gout + t * g_st,     \
  * strides (gn, gj). dc (H, N): the carried cell gradient, in and out; dh (H, N): scratch; rec  \
- * (H, N): the grad of the state before the last step done. whp (4H, H): W_hh in gate order.    \
+ * (H, N): the grad of the state before the last step done. wht (H, 4H): W_hh in gate order,    \
+ * transposed and contiguous (see rnn.py: _transposed_recurrent_weight).                        \
  * Every `chunk` steps, the finished gate blocks are copied into dz (4H rows, ldz apart), step  \
  * t at column t * N, while they are still in cache. */                                         \
 void lstm_backward_seq_##S(T *a, const T *tc, const T *c, const T *c_init, const T *ghn,        \
                            long gn_n, long gn_j, const T *gout, long g_st, long gn, long gj,    \
-                           T *dc, T *dh, T *rec, const T *whp, T *dz, long ldz, long chunk,     \
+                           T *dc, T *dh, T *rec, const T *wht, T *dz, long ldz, long chunk,     \
                            long H, long N, long steps, int reverse, void *gemm) {               \
     long hn = H * N, pending = 0, parts = parts_for(4 * hn);                                    \
     const T *src = ghn;                                                                         \
@@ -1914,8 +1915,8 @@ void lstm_backward_seq_##S(T *a, const T *tc, const T *c, const T *c_init, const
                                 : c_init, (T *)src, rj, rn, gout + t * g_st, gn, gj, dc, dh, H, \
                                 N, parts, s > 0};                                               \
         run_parts(lstm_back_part_##S, &bc, parts);                                              \
-        ((gemm_##S##_fn)gemm)(CBLAS_ROW_MAJOR, CBLAS_TRANS, CBLAS_NO_TRANS, H, N, 4 * H, 1,     \
-                              whp, H, at, N, 0, rec, N);                                        \
+        ((gemm_##S##_fn)gemm)(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, H, N, 4 * H, 1,  \
+                              wht, 4 * H, at, N, 0, rec, N);                                    \
         src = rec, rj = N, rn = 1;                                                              \
         pending = step_done(dz, ldz, a, 4 * hn, 4 * H, N, t, reverse, s == steps - 1, pending,  \
                             chunk, sizeof(T));                                                  \
@@ -1955,11 +1956,12 @@ void rnn_forward_seq_##S(const T *w, long K, T *cols, long ld, T *tmp, T *h_last
  * them (step t's output h is the next step's state block, or h_last). The carried gradient    \
  * enters as ghn (N, H) with strides (gn_n, gn_j); step t's output gradient is gout + t * g_st, \
  * strides (gn, gj). dh (H, N) scratch; rec (H, N): the carried gradient after each step's GEMM \
- * with w_hh (H, H), flushed (deepgrad/ops/rnn.py: _Flush). Every `chunk` steps, the finished   \
- * z blocks are copied into dz (H rows, ldz apart), step t at column t * N. */                  \
+ * with wht = w_hh^T (H, H, contiguous), flushed (deepgrad/ops/rnn.py: _Flush). Every `chunk`   \
+ * steps, the finished z blocks are copied into dz (H rows, ldz apart), step t at column t * N. \
+ */                                                                                             \
 void rnn_backward_seq_##S(T *z, const T *cols, long ld, const T *h_last, const T *ghn,          \
                           long gn_n, long gn_j, const T *gout, long g_st, long gn, long gj,     \
-                          T *dh, T *rec, const T *w_hh, T *dz, long ldz, long chunk, long H,    \
+                          T *dh, T *rec, const T *wht, T *dz, long ldz, long chunk, long H,     \
                           long N, long steps, int reverse, void *gemm) {                        \
     long hn = H * N, pending = 0;                                                               \
     const T *src = ghn;                                                                         \
@@ -1977,7 +1979,7 @@ void rnn_backward_seq_##S(T *z, const T *cols, long ld, const T *h_last, const T
                 q = q * v;                                                                      \
                 zt[j * N + n] = d - q;                                                          \
             }                                                                                   \
-        ((gemm_##S##_fn)gemm)(CBLAS_ROW_MAJOR, CBLAS_TRANS, CBLAS_NO_TRANS, H, N, H, 1, w_hh,   \
+        ((gemm_##S##_fn)gemm)(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, H, N, H, 1, wht, \
                               H, zt, N, 0, rec, N);                                             \
         for (long k = 0; k < hn; k++) rec[k] = flush_##S(rec[k]);                               \
         src = rec, rj = N, rn = 1;                                                              \
@@ -2034,12 +2036,12 @@ void gru_forward_seq_##S(const T *w, long K, T *hp, T *a, T *h_last, T *out, lon
  * (W_hn h + b_hn, r, z, n) in place. hp and h_last as the forward left them; the carried       \
  * gradient enters as ghn (N, H) with strides (gn_n, gn_j); step t's output gradient is         \
  * gout + t * g_st, strides (gn, gj). dh, dd (H, N) scratch; rec (H, N): the carried gradient,  \
- * whp^T @ rows :3H plus the direct path dh * z, flushed (deepgrad/ops/rnn.py: _Flush); whp    \
- * (3H, H): W_hh's rows in the order (n, r, z). Every `chunk` steps the finished blocks are      \
- * copied into dz (4H rows, ldz apart), step t at column t * N. */                              \
+ * wht @ rows :3H plus the direct path dh * z, flushed (deepgrad/ops/rnn.py: _Flush); wht       \
+ * (H, 3H): W_hh's rows in the order (n, r, z), transposed and contiguous. Every `chunk` steps  \
+ * the finished blocks are copied into dz (4H rows, ldz apart), step t at column t * N. */      \
 void gru_backward_seq_##S(T *a, const T *hp, long K, const T *ghn_in, long gn_n, long gn_j,     \
                           const T *gout, long g_st, long gn, long gj, T *dh, T *dd, T *rec,     \
-                          const T *whp, T *dz, long ldz, long chunk, long H, long N,            \
+                          const T *wht, T *dz, long ldz, long chunk, long H, long N,            \
                           long steps, int reverse, void *gemm) {                                \
     long hn = H * N, pending = 0;                                                               \
     const T *src = ghn_in;                                                                      \
@@ -2065,8 +2067,8 @@ void gru_backward_seq_##S(T *a, const T *hp, long K, const T *ghn_in, long gn_n,
             r[k] = qr * sdr;                                                                    \
             dd[k] = direct;                                                                     \
         }                                                                                       \
-        ((gemm_##S##_fn)gemm)(CBLAS_ROW_MAJOR, CBLAS_TRANS, CBLAS_NO_TRANS, H, N, 3 * H, 1,     \
-                              whp, H, at, N, 0, rec, N);                                        \
+        ((gemm_##S##_fn)gemm)(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, H, N, 3 * H, 1,  \
+                              wht, 3 * H, at, N, 0, rec, N);                                    \
         for (long k = 0; k < hn; k++) rec[k] = flush_##S(rec[k] + dd[k]);                        \
         src = rec, rj = N, rn = 1;                                                              \
         pending = step_done(dz, ldz, a, 4 * hn, 4 * H, N, t, reverse, s == steps - 1, pending,  \

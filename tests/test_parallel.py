@@ -211,6 +211,29 @@ def test_convolutions_in_parts_give_the_same_bits(monkeypatch, dt, n, c, o, size
     _assert_same_bits(runs)
 
 
+def _batch_norm_steps(dt, shape):
+    rng = np.random.default_rng(2)
+    x = dg.from_numpy(rng.standard_normal(shape).astype(dt)).requires_grad_(True)
+    bn = dg.nn.BatchNorm2d(shape[1]).to(dtype=dt)
+    with dg.no_grad():
+        bn.weight.copy_(dg.from_numpy(rng.standard_normal(shape[1]).astype(dt)))
+    y = bn(x)
+    y.backward(dg.from_numpy(rng.standard_normal(shape).astype(dt)))
+    return [y.data, x.grad.data, bn.weight.grad.data, bn.bias.grad.data, bn.running_mean.data,
+            bn.running_var.data]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(8, 13, 17, 19), (4, 3, 64, 50)])
+def test_batch_norm_in_parts_gives_the_same_bits(dt, shape):
+    """Batch normalization's passes split by whole channels (13: parts of 6 and 7; 3 channels
+    in 5 or 7 parts leave some parts empty)."""
+    assert np.prod(shape) >= MIN
+    runs = _runs(lambda: _batch_norm_steps(dt, shape))
+    _assert_same_bits(runs)
+
+
 def _child(code: str, **env) -> str:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, env={**os.environ, **env})

@@ -777,7 +777,8 @@ typedef struct {                                                                
 static void wgrad_taps_part_##S(void *ctx, long part) {                                         \
     const wgrad_job_##S *j = ctx;                                                               \
     long pairs = j->Opad / VL * j->C;                                                           \
-    long q0 = part_start(pairs, j->parts, part, 1), q1 = part_start(pairs, j->parts, part + 1, 1); \
+    long q0 = part_start(pairs, j->parts, part, 1);                                             \
+    long q1 = part_start(pairs, j->parts, part + 1, 1);                                         \
     if (j->kw == 5)                                                                             \
         wgrad_taps_##S(j->xp, j->N, j->C, j->Hp, j->Wp, j->gyt, j->Opad, j->OH, j->OW, 5, 5,    \
                        q0, q1, j->gw);                                                          \
@@ -874,7 +875,7 @@ static inline __attribute__((always_inline)) void wgrad_rows_cols_##S(          
             memcpy(&gv[yy], part, sizeof gv[yy]);                                               \
         } else {                                                                                \
             memcpy(&gv[yy], g, sizeof gv[yy]);                                                  \
-            if (partial) gv[yy] = (cvec_##S)((clanes_##S)gv[yy] & keep);                          \
+            if (partial) gv[yy] = (cvec_##S)((clanes_##S)gv[yy] & keep);                        \
         }                                                                                       \
     }                                                                                           \
     _Pragma("GCC unroll 16")                                                                    \
@@ -885,7 +886,7 @@ static inline __attribute__((always_inline)) void wgrad_rows_cols_##S(          
         for (long j = 0; j < kw; j++) {                                                         \
             cvec_##S xv;                                                                         \
             memcpy(&xv, xr + j, sizeof xv);                                                     \
-            if (partial) xv = (cvec_##S)((clanes_##S)xv & keep);                                  \
+            if (partial) xv = (cvec_##S)((clanes_##S)xv & keep);                                \
             _Pragma("GCC unroll 8")                                                             \
             for (int yy = 0; yy < R; yy++) {                                                    \
                 long i = r - yy;                                                                \
@@ -2127,13 +2128,46 @@ static double bn_sum_##S(const T *restrict x, const T *restrict y, long N, long 
     return total;                                                                               \
 }                                                                                               \
                                                                                                 \
+/* Channels are independent: both passes split into parts of whole channels (run_parts), the    \
+ * same bits in any split. */                                                                   \
+typedef struct {                                                                                \
+    const T *x, *w, *b, *g, *xhat_in; long N, C, L; double eps;                                 \
+    T *mean, *var, *invstd, *xhat, *y, *gsum, *gxsum, *gx; long parts;                          \
+} bn_ctx_##S;                                                                                   \
+static void bn_forward_channels_##S(const bn_ctx_##S *k, long c0, long c1);                     \
+static void bn_backward_channels_##S(const bn_ctx_##S *k, long c0, long c1);                    \
+static void bn_forward_part_##S(void *ctx, long i) {                                            \
+    const bn_ctx_##S *k = ctx;                                                                  \
+    bn_forward_channels_##S(k, part_start(k->C, k->parts, i, 1),                                \
+                            part_start(k->C, k->parts, i + 1, 1));                              \
+}                                                                                               \
+static void bn_backward_part_##S(void *ctx, long i) {                                           \
+    const bn_ctx_##S *k = ctx;                                                                  \
+    bn_backward_channels_##S(k, part_start(k->C, k->parts, i, 1),                               \
+                             part_start(k->C, k->parts, i + 1, 1));                             \
+}                                                                                               \
+static long bn_parts_##S(long N, long C, long L) {                                              \
+    long parts = parts_for(N * C * L);                                                          \
+    return parts < C ? parts : C;                                                               \
+}                                                                                               \
+                                                                                                \
 /* mean, var (biased) and invstd = 1 / sqrt(var + eps) per channel; xhat and y as above (w, b   \
  * may be NULL: 1 and 0) */                                                                     \
-void batch_norm_forward_##S(const T *restrict x, long N, long C, long L, const T *w,           \
+void batch_norm_forward_##S(const T *restrict x, long N, long C, long L, const T *w,            \
                             const T *b, double eps, T *restrict mean, T *restrict var,          \
-                            T *restrict invstd, T *restrict xhat, T *restrict y) {             \
+                            T *restrict invstd, T *restrict xhat, T *restrict y) {              \
+    bn_ctx_##S k = {x, w, b, 0, 0, N, C, L, eps, mean, var, invstd, xhat, y, 0, 0, 0,           \
+                    bn_parts_##S(N, C, L)};                                                     \
+    run_parts(bn_forward_part_##S, &k, k.parts);                                                \
+}                                                                                               \
+static void bn_forward_channels_##S(const bn_ctx_##S *k, long c0, long c1) {                    \
+    const T *restrict x = k->x, *w = k->w, *b = k->b;                                           \
+    long N = k->N, C = k->C, L = k->L;                                                          \
+    double eps = k->eps;                                                                        \
+    T *restrict mean = k->mean, *restrict var = k->var, *restrict invstd = k->invstd;           \
+    T *restrict xhat = k->xhat, *restrict y = k->y;                                             \
     double m = (double)N * (double)L;                                                           \
-    for (long c = 0; c < C; c++) {                                                              \
+    for (long c = c0; c < c1; c++) {                                                            \
         const T *xc = x + c * L;                                                                \
         T mu = (T)(bn_sum_##S(xc, 0, N, C * L, L, 0, 0) / m);                                    \
         T v = (T)(bn_sum_##S(xc, 0, N, C * L, L, mu, 1) / m);                                    \
@@ -2157,10 +2191,19 @@ void batch_norm_forward_##S(const T *restrict x, long N, long C, long L, const T
 /* gsum = sum of g, gxsum = sum of g * xhat per channel; with gx, the input gradient            \
  * gx = (g - gsum / m - xhat * gxsum / m) * invstd * w (w may be NULL: 1) */                    \
 void batch_norm_backward_##S(const T *restrict g, const T *restrict xhat, long N, long C,       \
-                             long L, const T *restrict invstd, const T *w,                     \
-                             T *restrict gsum, T *restrict gxsum, T *gx) {                     \
+                             long L, const T *restrict invstd, const T *w,                      \
+                             T *restrict gsum, T *restrict gxsum, T *gx) {                      \
+    bn_ctx_##S k = {0, w, 0, g, xhat, N, C, L, 0, 0, 0, (T *)invstd, 0, 0, gsum, gxsum, gx,     \
+                    bn_parts_##S(N, C, L)};                                                     \
+    run_parts(bn_backward_part_##S, &k, k.parts);                                               \
+}                                                                                               \
+static void bn_backward_channels_##S(const bn_ctx_##S *k, long c0, long c1) {                   \
+    const T *restrict g = k->g, *restrict xhat = k->xhat_in, *restrict invstd = k->invstd;      \
+    const T *w = k->w;                                                                          \
+    long N = k->N, C = k->C, L = k->L;                                                          \
+    T *restrict gsum = k->gsum, *restrict gxsum = k->gxsum, *gx = k->gx;                        \
     double m = (double)N * (double)L;                                                           \
-    for (long c = 0; c < C; c++) {                                                              \
+    for (long c = c0; c < c1; c++) {                                                            \
         const T *gc = g + c * L, *hc = xhat + c * L;                                            \
         double s = bn_sum_##S(gc, 0, N, C * L, L, 0, 0);                                        \
         double sx = bn_sum_##S(gc, hc, N, C * L, L, 0, 2);                                      \

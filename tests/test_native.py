@@ -1093,3 +1093,27 @@ def test_cross_entropy_backward_without_kernels_after_a_native_forward():
             loss.backward()
         grads.append(t.grad.data)
     _assert_same_bits(grads[:1], grads[1:])
+
+
+@needs_kernels
+@pytest.mark.parametrize("c, o, padding", [(1, 6, 2), (6, 16, 0)])
+def test_conv2d_backward_without_kernels_after_a_native_forward(c, o, padding):
+    """Kernels turned off between a native forward and its backward: the weight gradient comes
+    from the padded input the forward saved, by the NumPy path."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, c, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((o, c, 5, 5)).astype(np.float32)
+    gy = None
+    grads = []
+    for off_in_backward in (False, True):
+        xt = dg.from_numpy(x).requires_grad_(True)
+        wt = dg.from_numpy(w).requires_grad_(True)
+        y = dg.nn.functional.conv2d(xt, wt, padding=padding)
+        assert y.grad_fn.saved.ndim == 1  # the native forward's flat padded input
+        if gy is None:
+            gy = rng.standard_normal(y.shape).astype(np.float32)
+        with _native.enabled(not off_in_backward):
+            y.backward(dg.from_numpy(gy))
+        grads.append((xt.grad.data.copy(), wt.grad.data.copy()))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-4)

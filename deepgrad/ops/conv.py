@@ -812,8 +812,13 @@ def _conv_backward(gy: np.ndarray, w: np.ndarray, saved, g: _Geom, need_x: bool,
         return gx, gw
     if saved is not None and saved.ndim == 1:  # the flat padded input of a native forward
         gw = None
-        if need_w:
-            kern = _native.lib()
+        kern = _native.lib() if need_w else None
+        if need_w and kern is None:  # the kernels were turned off since the forward
+            x = saved[:g.N * g.C * g.Hp * g.Wp].reshape(g.N, g.C, g.Hp, g.Wp)
+            buf = _weight_grad_operand(x[:, :, g.pt:g.pt + g.H, g.pl:g.pl + g.W], g)
+            gw = _conv_backward_numpy(gy, w, buf, g, False, True)[1]
+            _scratch.put(buf)
+        elif kern is not None:
             lanes = kern.conv_bytes // gy.itemsize
             # the share of the lanes that hold values, with lanes over output channels and
             # with lanes along the output rows (one input channel only)

@@ -846,14 +846,15 @@ void conv2d_weight_grad_##S(const T *restrict xp, long N, long C, long Hp, long 
 }
 
 /* Weight gradient of a one-channel convolution (LeNet's first layer: 6 output channels, too
- * few for lanes over them), stride 1, no dilation, with lanes along the output rows:
+ * few for AVX-512's lanes over them), stride 1, no dilation, with lanes along the output rows:
  * gw[o, i, j] = sum over n, y, x of gy[n, o, y, x] * xq[n, y + i, x + j]. A register block
- * holds the kh*kw accumulators of one output channel (at most MAX_TAPS) over all images
- * and rows; each is summed across its lanes at the end. gy (N, O, OH, OW) and xq, the padded
- * input (N, Hq, Wq) as the forward left it, followed by at least VL elements of slack: a row's
- * last, partial block of columns reads up to VL - 1 values past its row (masked off). Reading
- * both in place instead of re-laying them padded to whole vectors: LeNet's first layer at
- * batch 64 0.30 vs 0.49 ms. */
+ * holds the accumulators of one output channel's taps over all images and rows, in passes of
+ * whole kernel rows (at most TAP_REGS taps a pass), and output channels go in parts
+ * (run_parts); each sum is totalled across its lanes at the end. gy (N, O, OH, OW) and xq,
+ * the padded input (N, Hq, Wq) as the forward left it, followed by at least VL elements of
+ * slack: a row's last, partial block of columns reads up to VL - 1 values past its row
+ * (masked off). Reading both in place instead of re-laying them padded to whole vectors:
+ * LeNet's first layer at batch 64 0.30 vs 0.49 ms. */
 #define WGRAD_ROWS(T, S, VL)                                                                    \
 /* rows [y0, y0 + R) of image n for output channel o, columns [x0, x0 + VL), into the tap    \
  * accumulators acc: the gy vectors of the R rows are loaded once, then each input row vector  \

@@ -1117,3 +1117,23 @@ def test_conv2d_backward_without_kernels_after_a_native_forward(c, o, padding):
         grads.append((xt.grad.data.copy(), wt.grad.data.copy()))
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-4)
+
+
+@needs_kernels
+@pytest.mark.parametrize("kernel", [(1, 13), (1, 25), (2, 12), (5, 5)])
+def test_conv2d_one_channel_weight_grad_of_wide_kernels(monkeypatch, kernel):
+    """The kernel along the rows holds a pass of whole kernel rows in registers: rows wider than
+    that (13 or 25 taps with AVX2's 12) go to another kernel instead of a pass of no rows."""
+    spy = _Spy(monkeypatch, "conv2d_weight_grad_rows")
+    kh, kw = kernel
+    rng = np.random.default_rng(8)
+    xa = rng.standard_normal((2, 1, 12, 40)).astype(np.float32)
+    wa = rng.standard_normal((6, 1, kh, kw)).astype(np.float32)
+    grads = []
+    for native in (True, False):
+        with _native.enabled(native):
+            w = dg.from_numpy(wa).requires_grad_(True)
+            dg.nn.functional.conv2d(dg.from_numpy(xa), w, padding=(kh // 2, kw // 2)).sum().backward()
+            grads.append(w.grad.data.copy())
+    assert spy.calls == int(kw <= _native.lib().conv_tap_registers)
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-3)

@@ -171,6 +171,7 @@ class Kernels:
         # for this CPU's registers (kernels.c: CONV_BYTES, CONV_OB)
         self.conv_bytes = int(cdll.conv_vector_bytes())
         self.conv_channel_block = int(cdll.conv_channel_block())
+        self.conv_tap_registers = int(cdll.conv_tap_registers())  # TAP_REGS
         for name, sig in _SIGNATURES.items():
             table = {}
             for dt, suffix, scalar in ((np.dtype(np.float32), "f32", ctypes.c_float),

@@ -518,7 +518,6 @@ PARTED(double, f64)
 #define ROWS_R 2
 #define WG_MR 6
 #endif
-#define MAX_TAPS 25 /* taps of the kernels that keep their tap sums in registers (5x5) */
 
 /* a register of the convolutions: CONV_BYTES / sizeof(T) lanes, and integer lanes for masks */
 typedef float cvec_f32 __attribute__((vector_size(CONV_BYTES)));
@@ -530,6 +529,8 @@ typedef int64_t clanes_f64 __attribute__((vector_size(CONV_BYTES)));
  * to whole vectors) and the block of output channels (the weight padded to whole blocks) */
 long conv_vector_bytes(void) { return CONV_BYTES; }
 long conv_channel_block(void) { return CONV_OB; }
+/* the widest kernel row the weight-gradient kernels take: a pass holds at least one row's taps */
+long conv_tap_registers(void) { return TAP_REGS; }
 
 
 #define CONV_KERNELS(T, S, VL)                                                                  \
@@ -849,8 +850,9 @@ void conv2d_weight_grad_##S(const T *restrict xp, long N, long C, long Hp, long 
  * few for AVX-512's lanes over them), stride 1, no dilation, with lanes along the output rows:
  * gw[o, i, j] = sum over n, y, x of gy[n, o, y, x] * xq[n, y + i, x + j]. A register block
  * holds the accumulators of one output channel's taps over all images and rows, in passes of
- * whole kernel rows (at most TAP_REGS taps a pass), and output channels go in parts
- * (run_parts); each sum is totalled across its lanes at the end. gy (N, O, OH, OW) and xq,
+ * whole kernel rows (at most TAP_REGS taps a pass, so kw <= TAP_REGS: conv_tap_registers),
+ * and output channels go in parts (run_parts); each sum is totalled across its lanes at the
+ * end. gy (N, O, OH, OW) and xq,
  * the padded input (N, Hq, Wq) as the forward left it, followed by at least VL elements of
  * slack: a row's last, partial block of columns reads up to VL - 1 values past its row
  * (masked off). Reading both in place instead of re-laying them padded to whole vectors:

@@ -505,7 +505,9 @@ def _native_weight_grad(kern, flat: np.ndarray, gy: np.ndarray, g: _Geom) -> np.
 
 
 # the one-channel weight gradient with lanes along the output rows keeps its taps'
-# accumulators in registers (MAX_TAPS in kernels.c). On LeNet's first layer (1-6 5x5 on
+# accumulators in registers, in passes of whole kernel rows (TAP_REGS in kernels.c: a kernel
+# row must fit in one pass, so it takes rows of at most Kernels.conv_tap_registers taps).
+# Kernels of at most _ROWS_MAX_TAPS taps take it, as measured. On LeNet's first layer (1-6 5x5 on
 # 28x28 with padding 2), against patches and a GEMM, 2 threads, in-process A/B: lenet5 steps
 # 0.94x, lenet_modern_256 0.98x; the kernel alone 2.1 vs 3.2 ms at batch 256 (Intel, AVX-512).
 # With AVX2's 8 lanes, 6 output channels fill as many lanes as 28 columns do, and lanes along
@@ -513,9 +515,10 @@ def _native_weight_grad(kern, flat: np.ndarray, gy: np.ndarray, g: _Geom) -> np.
 _ROWS_MAX_TAPS = 25
 
 
-def _rows_weight_grad_applies(g: _Geom) -> bool:
-    return (g.C == 1 and g.G == 1 and g.kh * g.kw <= _ROWS_MAX_TAPS and g.sh == 1 and g.sw == 1
-            and g.dh == 1 and g.dw == 1)
+def _rows_weight_grad_applies(g: _Geom, kern) -> bool:
+    return (g.C == 1 and g.G == 1 and g.kh * g.kw <= _ROWS_MAX_TAPS
+            and g.kw <= kern.conv_tap_registers and g.sh == 1 and g.sw == 1 and g.dh == 1
+            and g.dw == 1)
 
 
 def _native_weight_grad_rows(kern, flat: np.ndarray, gy: np.ndarray, g: _Geom) -> np.ndarray:
@@ -824,7 +827,7 @@ def _conv_backward(gy: np.ndarray, w: np.ndarray, saved, g: _Geom, need_x: bool,
             # with lanes along the output rows (one input channel only)
             over_channels = g.O / (-(-g.O // lanes) * lanes)
             along_rows = g.OW / (-(-g.OW // lanes) * lanes)
-            if _rows_weight_grad_applies(g) and along_rows >= over_channels:
+            if _rows_weight_grad_applies(g, kern) and along_rows >= over_channels:
                 gw = _native_weight_grad_rows(kern, saved, gy, g)
             elif over_channels >= 0.5:
                 gw = _native_weight_grad(kern, saved, gy, g)

@@ -37,6 +37,12 @@ class _Spy:
         monkeypatch.setattr(k, name, {dt: wrap(fn) for dt, fn in table.items()})
 
 
+def _step_kernels(monkeypatch) -> None:
+    """The LSTM's float32 forward through the step kernels (which give the NumPy loop's bits)
+    instead of the fused kernel (which gives them to rounding), for this test."""
+    monkeypatch.setattr(_native.lib(), "lstm_fused", False)
+
+
 # ---- the LSTM ---------------------------------------------------------------------------------
 def _layer_run(m, dt, batch_first: bool, initial: bool, T: int, N: int, I: int, H: int):
     """Forward and backward of the recurrent module ``m`` (an LSTM, or an RNN or GRU) on
@@ -80,6 +86,7 @@ def _lstm_run(native: bool, dt, batch_first: bool, bidirectional: bool, initial:
 @pytest.mark.parametrize("initial", [False, True])
 def test_lstm_native_equals_numpy_bit_for_bit(monkeypatch, dt, batch_first, bidirectional,
                                               initial):
+    _step_kernels(monkeypatch)
     gates = _Spy(monkeypatch, "lstm_gates")
     back = _Spy(monkeypatch, "lstm_backward_step")
     native = _lstm_run(True, dt, batch_first, bidirectional, initial)
@@ -94,9 +101,10 @@ def test_lstm_native_equals_numpy_bit_for_bit(monkeypatch, dt, batch_first, bidi
 @needs_kernels
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
 @pytest.mark.parametrize("N, H", [(16, 32), (19, 37)])
-def test_lstm_native_equals_numpy_at_sizes_of_whole_register_tiles(dt, N, H):
+def test_lstm_native_equals_numpy_at_sizes_of_whole_register_tiles(monkeypatch, dt, N, H):
     """Batches and widths that fill the transposes' register tiles (16 float32 or 8 float64
     lanes), with and without ragged edges."""
+    _step_kernels(monkeypatch)
     native = _lstm_run(True, dt, True, False, True, layers=1, T=4, N=N, I=5, H=H)
     reference = _lstm_run(False, dt, True, False, True, layers=1, T=4, N=N, I=5, H=H)
     for a, b in zip(native, reference):
@@ -126,9 +134,10 @@ def test_lstm_native_gradients_pass_gradcheck():
 
 
 @needs_kernels
-def test_lstm_native_backward_flushes_tiny_carried_gradients():
-    """Gradients far below the normal range (1e-38) die out on both paths alike."""
-    for native in (True, False):
+def test_lstm_native_backward_flushes_tiny_carried_gradients(monkeypatch):
+    """Gradients far below the normal range (1e-38) die out on every path: alike to the bit
+    on the step kernels and NumPy's loop, and after the fused forward too."""
+    def grad_x(native: bool) -> np.ndarray:
         with _native.enabled(native):
             dg.manual_seed(0)
             m = dg.nn.LSTM(4, 8)
@@ -137,10 +146,92 @@ def test_lstm_native_backward_flushes_tiny_carried_gradients():
             g = np.zeros(out.shape, np.float32)
             g[-1] = 1e-36
             out.backward(dg.from_numpy(g))
-            if native:
-                first = x.grad.data.copy()
-    np.testing.assert_array_equal(first, x.grad.data)
-    assert not np.any(np.abs(first[:-3]) > 0)
+            return x.grad.data.copy()
+
+    fused = grad_x(True)
+    _step_kernels(monkeypatch)
+    first = grad_x(True)
+    np.testing.assert_array_equal(first, grad_x(False))
+    for grad in (first, fused):
+        assert np.any(grad[-3:] != 0) and not np.any(np.abs(grad[:-3]) > 0)
+
+
+needs_fused = pytest.mark.skipif(_native.lib() is None or not _native.lib().lstm_fused,
+                                 reason="the fused LSTM forward is built for AVX2 without "
+                                        "AVX-512 only")
+
+
+def _ulps(got: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Distance of float32 results from the true tanh (float64, then rounded), in units in the
+    last place of the rounded value."""
+    ref = np.tanh(x.astype(np.float64))
+    spacing = np.spacing(np.abs(ref.astype(np.float32))).astype(np.float64)
+    return np.abs(got.astype(np.float64) - ref) / spacing
+
+
+@needs_fused
+def test_fused_tanh_is_within_two_ulp_odd_and_keeps_special_values():
+    """The fused LSTM's own tanh (kernels.c: tanh8; within 1.5 ulp over every float, checked
+    once exhaustively) on a dense sample of both branches and their boundary, tiny and huge
+    inputs, and partial vectors."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.linspace(-12, 12, 400_001), rng.standard_normal(100_000) * 3,
+                        np.linspace(0.62, 0.63, 10_001), 10.0 ** rng.uniform(-40, 3, 50_000),
+                        [9.0, 9.5, 20.0, 1e30, 3.4e38, 1e-45]]).astype(np.float32)
+    x = np.concatenate([x, -x])
+    fast = _native.lib().tanh_fast[np.dtype(np.float32)]
+    y = np.empty_like(x)
+    fast(_native.address(x), _native.address(y), x.size)
+    assert _ulps(y, x).max() <= 2.0
+    np.testing.assert_array_equal(y[:x.size // 2], -y[x.size // 2:])  # odd, to the bit
+    part = np.full(16, 7.0, np.float32)
+    fast(_native.address(x), _native.address(part), 13)  # a partial vector at the end
+    np.testing.assert_array_equal(part[:13], y[:13])
+    assert (part[13:] == 7.0).all()  # nothing written past n
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -1e-40], np.float32)
+    out = np.empty_like(special)
+    fast(_native.address(special), _native.address(out), special.size)
+    np.testing.assert_array_equal(out[:4], [0.0, -0.0, 1.0, -1.0])
+    assert np.signbit(out[1]) and np.isnan(out[4])
+    np.testing.assert_array_equal(out[5:], special[5:])  # tanh(x) = x for subnormals
+
+
+def _close_to_rounding(got: list, want: list) -> None:
+    for a, b in zip(got, want):
+        assert a.shape == b.shape
+        scale = float(np.abs(b).max()) or 1.0
+        assert float(np.abs(a - b).max()) <= 2e-5 * scale
+
+
+@needs_fused
+@pytest.mark.parametrize("N, H", [(3, 6), (16, 7), (19, 37), (32, 64), (40, 20)])
+@pytest.mark.parametrize("batch_first, bidirectional, initial",
+                         [(False, False, False), (True, True, True), (True, False, True)])
+def test_lstm_fused_forward_equals_numpy_to_rounding(monkeypatch, N, H, batch_first,
+                                                    bidirectional, initial):
+    """The fused float32 forward (its own GEMM tiles and tanh) against NumPy's loop: outputs,
+    final states and every gradient (backward runs on its saved gates). Batches that fill
+    whole tiles of 16 columns or leave a partial one, widths that fill whole blocks of 6 units
+    or not, two layers."""
+    fused = _Spy(monkeypatch, "lstm_forward_fused")
+    got = _lstm_run(True, np.float32, batch_first, bidirectional, initial, T=5, N=N, I=4, H=H)
+    assert fused.calls == 2 * (2 if bidirectional else 1)
+    want = _lstm_run(False, np.float32, batch_first, bidirectional, initial, T=5, N=N, I=4, H=H)
+    _close_to_rounding(got, want)
+
+
+@needs_fused
+def test_lstm_fused_forward_without_a_graph_gives_the_same_bits():
+    """Under no_grad the fused forward keeps a few rotating buffers instead of every step's
+    gates: the same outputs, to the bit."""
+    dg.manual_seed(0)
+    m = dg.nn.LSTM(10, 40, num_layers=2, batch_first=True)
+    x = dg.randn(19, 12, 10)
+    out, (hn, cn) = m(x.requires_grad_(True))
+    with dg.no_grad():
+        out2, (hn2, cn2) = m(x)
+    for a, b in ((out, out2), (hn, hn2), (cn, cn2)):
+        np.testing.assert_array_equal(a.data, b.data)
 
 
 # ---- the optimizers ---------------------------------------------------------------------------
@@ -279,6 +370,7 @@ def test_lstm_sequence_kernels_equal_the_step_loops_bit_for_bit(monkeypatch, dt,
     a graph to record."""
     if not (mkl.available() and _native.ufunc_loop(np.tanh, dt)):
         pytest.skip("needs MKL and NumPy's tanh loop")
+    _step_kernels(monkeypatch)
     size = dict(layers=2, T=9, N=16, I=20, H=64)  # step products above mkl.MIN_MACS
     D = 2 if bidirectional else 1
     forward, backward = _Spy(monkeypatch, "lstm_forward_seq"), _Spy(monkeypatch,
@@ -866,11 +958,11 @@ def test_padded_copy_matches_numpy_pad(dt):
 
 @needs_kernels
 def test_every_kernel_is_declared_and_loaded():
-    from deepgrad._native import _F32_ONLY, _SIGNATURES, Kernels
-    declared = set(Kernels.__annotations__)
-    assert declared == set(_SIGNATURES) | set(_F32_ONLY)
+    from deepgrad._native import _F32_ONLY, _FUSED, _SIGNATURES, Kernels
+    declared = {name for name, kind in Kernels.__annotations__.items() if "dict" in str(kind)}
+    assert declared == set(_SIGNATURES) | set(_F32_ONLY) | set(_FUSED)
     k = _native.lib()
-    for name in declared:
+    for name in declared - (set() if k.lstm_fused else set(_FUSED)):
         assert np.dtype(np.float32) in getattr(k, name)
 
 

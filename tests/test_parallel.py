@@ -156,17 +156,30 @@ def _lstm_steps(dt, H: int, N: int, bidirectional: bool) -> list:
 @needs_kernels
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
 @pytest.mark.parametrize("H,N,bidirectional", [(256, 32, False), (40, 205, True)])
-def test_lstm_time_loops_in_parts_give_the_same_bits(dt, H, N, bidirectional):
+def test_lstm_time_loops_in_parts_give_the_same_bits(monkeypatch, dt, H, N, bidirectional):
     """The gate math of each step splits by hidden units (on whole cache lines of the
     output rows: H = 40 splits 16 + 24, and into empty parts)."""
     if not (mkl.available() and _native.ufunc_loop(np.tanh, dt)):
         pytest.skip("needs MKL and NumPy's tanh loop")
+    monkeypatch.setattr(_native.lib(), "lstm_fused", False)  # the step kernels: NumPy's bits
     assert 4 * H * N >= MIN
     runs = _runs(lambda: _lstm_steps(dt, H, N, bidirectional))
     _assert_same_bits(runs)
     with _native.enabled(False):
         _assert_same_bits([runs[0], [np.array(a) for a in _lstm_steps(dt, H, N,
                                                                        bidirectional)]])
+
+
+@needs_kernels
+@pytest.mark.skipif(_native.lib() is None or not _native.lib().lstm_fused,
+                    reason="the fused LSTM forward is built for AVX2 without AVX-512 only")
+@pytest.mark.parametrize("H,N,bidirectional", [(256, 32, False), (40, 205, True)])
+def test_lstm_fused_forward_in_parts_gives_the_same_bits(H, N, bidirectional):
+    """The fused float32 forward splits each step by blocks of hidden units (H = 40: 7 blocks,
+    the last partial, over 2, 5 and 7 parts; N = 205: a partial tile of columns): every
+    element's sum runs in the same order in any part, so the bits agree."""
+    assert 4 * H * N >= MIN
+    _assert_same_bits(_runs(lambda: _lstm_steps(np.float32, H, N, bidirectional)))
 
 
 def _conv_steps(dt, n, c, o, size, k, padding):

@@ -111,7 +111,8 @@ _SIGNATURES: dict[str, tuple] = {
 
 # kernels that return a value: a status (0, or -1 when the arguments do not fit), or a size
 _RETURNS = {"winograd_conv": ctypes.c_int, "winograd_weight_grad": ctypes.c_int,
-            "winograd_workspace": ctypes.c_long, "linear_rows": ctypes.c_int}
+            "winograd_workspace": ctypes.c_long, "linear_rows": ctypes.c_int,
+            "lstm_forward_fused": ctypes.c_int}
 
 # kernels written for float32 only (their vector code is float32's)
 _F32_ONLY: dict[str, tuple] = {
@@ -119,12 +120,21 @@ _F32_ONLY: dict[str, tuple] = {
     "max_pool_2x2_backward": (_P, _P, _L, _L, _L, _P),
     "avg_pool_2x2": (_P, _L, _L, _L, _P),
     "avg_pool_2x2_backward": (_P, _L, _L, _L, _P),
+    "lstm_pack_tiles": (_P, _L, _L, _P),
+}
+
+# float32 kernels of builds for AVX2 without AVX-512 only (kernels.c: LSTM_FUSED)
+_FUSED: dict[str, tuple] = {
+    "lstm_forward_fused": (_P, _L, _P, _L, _I, _P, _P, _L, _P, _L, _P, _L, _P, _P, _P, _L, _L, _L,
+                           _L, _L, _I),
+    "tanh_fast": (_P, _P, _L),
 }
 
 
 class Kernels:
     """The loaded library: ``kernels.<name>[dtype]`` is the ctypes function for that dtype
-    (float32 or float64; float32 only for the names in ``_F32_ONLY``)."""
+    (float32 or float64; float32 only for the names in ``_F32_ONLY``, and for those in
+    ``_FUSED`` where the build has them: ``lstm_fused``)."""
 
     lstm_gates: dict[np.dtype, Any]
     lstm_output: dict[np.dtype, Any]
@@ -164,6 +174,9 @@ class Kernels:
     max_pool_2x2_backward: dict[np.dtype, Any]
     avg_pool_2x2: dict[np.dtype, Any]
     avg_pool_2x2_backward: dict[np.dtype, Any]
+    lstm_pack_tiles: dict[np.dtype, Any]
+    lstm_forward_fused: dict[np.dtype, Any]
+    tanh_fast: dict[np.dtype, Any]
 
     def __init__(self, cdll: ctypes.CDLL, path: Path) -> None:
         self.path = path
@@ -181,10 +194,14 @@ class Kernels:
                 fn.restype = _RETURNS.get(name)
                 table[dt] = fn
             setattr(self, name, table)
-        for name, sig in _F32_ONLY.items():
+        # the LSTM's fused float32 forward (its own GEMM tiles and tanh), where the build has it;
+        # units per block of its packed weights
+        self.lstm_fused = bool(cdll.lstm_fused_available())
+        self.lstm_tile_units = int(cdll.lstm_tile_units())
+        for name, sig in {**_F32_ONLY, **(_FUSED if self.lstm_fused else {})}.items():
             fn = getattr(cdll, f"{name}_f32")
             fn.argtypes = list(sig)
-            fn.restype = None
+            fn.restype = _RETURNS.get(name)
             setattr(self, name, {np.dtype(np.float32): fn})
 
 

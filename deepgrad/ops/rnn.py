@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _native, backend
-from .._native import mkl
+from .._native import mkl, parallel
 from ..autograd.function import Function
 from ..random import _generator
 from ..tensor import Tensor
@@ -454,6 +454,9 @@ class LSTMLayer(_RecurrentLayer):
             _swap_go(w[:, H + I], b_ih + b_hh, H)
         w[:H3] *= 0.5
         order = self._order(T, reverse, False)
+        kern = _kernels(xp, dt)
+        native = kern is not None and all(o.strides[1] == o.itemsize for o in outs)
+        fused = native and dt == np.float32 and kern.lstm_fused
         cols, HP = self._state_columns(T, H, N, xcols, bias, h0, order[0])
         if self.record:  # gate activations, cells and tanh(cells), saved for backward
             A = _empty(xp, (T, H4, N), dt)
@@ -468,8 +471,11 @@ class LSTMLayer(_RecurrentLayer):
         h_last = _empty(xp, (H, N), dt)
         c_init = self._initial(c0, _empty(xp, (H, N), dt))
         hx = cols if self.need_hx else None
-        kern = _kernels(xp, dt)
-        if kern is not None and all(o.strides[1] == o.itemsize for o in outs):
+        if fused:
+            self._forward_fused(kern, w, cols, HP[order[0]][:H], c_init, h_last, outs, order, hn,
+                                cn, C, stores)
+            return A, C, TC, hx, c_init
+        if native:
             self._forward_native(kern, w, A, C, TC, cols, HP, c_init, h_last, outs, order, hn,
                                  cn, stores)
             return A, C, TC, hx, c_init
@@ -503,6 +509,41 @@ class LSTMLayer(_RecurrentLayer):
         copyto(hn, h_last.T)
         copyto(cn, c_prev.T)
         return A, C, TC, hx, c_init
+
+    def _forward_fused(self, kern, w, cols, h0, c_init, h_last, outs, order, hn, cn, C, stores):
+        """The loop of ``_forward_direction`` in one native call (``lstm_forward_fused``, float32
+        on AVX2): each step's gate pre-activations from register tiles of ``w`` (packed here,
+        once per call) and their gate math in the same pass, with a tanh of its own. The state
+        passes between steps in a contiguous double buffer (the tiles read it row by row; rows
+        of ``cols`` are pages apart); ``cols`` gives the input rows and, for the weight grads,
+        gets each state. Equal to the loop's results to rounding, not bit for bit (kernels.c
+        says why)."""
+        xp = self.xp
+        T = len(outs)
+        H, N = c_init.shape
+        K = w.shape[1]
+        dt = w.dtype
+        it = dt.itemsize
+        if 4 * H * N >= parallel.min_elements():
+            mkl.available()  # loads MKL, on whose TBB workers the kernel's parts run
+        units = kern.lstm_tile_units
+        tiles = _empty(xp, (-(-H // units) * 4 * K * units,), dt)
+        addr = _native.address
+        kern.lstm_pack_tiles[dt](addr(w), H, K, addr(tiles))
+        hs = _empty(xp, (2, H, N), dt)
+        xp.copyto(hs[0], h0)
+        a, a_mod, c, c_mod, tc, tc_mod = stores
+        po = _view_addresses(outs)
+        status = kern.lstm_forward_fused[dt](
+            addr(tiles), K, addr(cols), cols.strides[0] // it, self.need_hx, addr(hs), addr(a),
+            a_mod, addr(c), c_mod, addr(tc), tc_mod, addr(c_init), addr(h_last), po[0],
+            (po[1] - po[0]) // it if T > 1 else 0, outs[0].strides[0] // it, H, N, T,
+            T > 1 and order[1] < order[0])
+        if status != 0:
+            raise MemoryError(f"LSTM forward (H={H}, batch {N}, K={K}): no memory for the "
+                              "fused kernel's scratch; free memory or use smaller batches")
+        xp.copyto(hn, h_last.T)
+        xp.copyto(cn, C[order[-1]].T)
 
     def _forward_native(self, kern, w, A, C, TC, cols, HP, c_init, h_last, outs, order, hn, cn,
                         stores):

@@ -207,15 +207,16 @@ def _close_to_rounding(got: list, want: list) -> None:
 @pytest.mark.parametrize("N, H", [(3, 6), (16, 7), (19, 37), (32, 64), (40, 20)])
 @pytest.mark.parametrize("batch_first, bidirectional, initial",
                          [(False, False, False), (True, True, True), (True, False, True)])
-def test_lstm_fused_forward_equals_numpy_to_rounding(monkeypatch, N, H, batch_first,
+def test_lstm_fused_loops_equal_numpy_to_rounding(monkeypatch, N, H, batch_first,
                                                     bidirectional, initial):
-    """The fused float32 forward (its own GEMM tiles and tanh) against NumPy's loop: outputs,
-    final states and every gradient (backward runs on its saved gates). Batches that fill
-    whole tiles of 16 columns or leave a partial one, widths that fill whole blocks of 6 units
-    or not, two layers."""
+    """The fused float32 loops (their own GEMM tiles, and tanh in the forward) against
+    NumPy's: outputs, final states and every gradient. Batches that fill whole tiles of 16
+    columns or leave a partial one, widths that fill whole blocks of 6 units or not, two
+    layers."""
     fused = _Spy(monkeypatch, "lstm_forward_fused")
+    back = _Spy(monkeypatch, "lstm_backward_fused")
     got = _lstm_run(True, np.float32, batch_first, bidirectional, initial, T=5, N=N, I=4, H=H)
-    assert fused.calls == 2 * (2 if bidirectional else 1)
+    assert fused.calls == back.calls == 2 * (2 if bidirectional else 1)
     want = _lstm_run(False, np.float32, batch_first, bidirectional, initial, T=5, N=N, I=4, H=H)
     _close_to_rounding(got, want)
 

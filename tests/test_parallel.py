@@ -174,10 +174,11 @@ def test_lstm_time_loops_in_parts_give_the_same_bits(monkeypatch, dt, H, N, bidi
 @pytest.mark.skipif(_native.lib() is None or not _native.lib().lstm_fused,
                     reason="the fused LSTM forward is built for AVX2 without AVX-512 only")
 @pytest.mark.parametrize("H,N,bidirectional", [(256, 32, False), (40, 205, True)])
-def test_lstm_fused_forward_in_parts_gives_the_same_bits(H, N, bidirectional):
-    """The fused float32 forward splits each step by blocks of hidden units (H = 40: 7 blocks,
+def test_lstm_fused_loops_in_parts_give_the_same_bits(H, N, bidirectional):
+    """The fused float32 loops split each step by blocks of hidden units (H = 40: 7 blocks,
     the last partial, over 2, 5 and 7 parts; N = 205: a partial tile of columns): every
-    element's sum runs in the same order in any part, so the bits agree."""
+    element's sum runs in the same order in any part, so the bits agree, forward and
+    backward."""
     assert 4 * H * N >= MIN
     _assert_same_bits(_runs(lambda: _lstm_steps(np.float32, H, N, bidirectional)))
 

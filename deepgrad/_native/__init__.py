@@ -112,7 +112,7 @@ _SIGNATURES: dict[str, tuple] = {
 # kernels that return a value: a status (0, or -1 when the arguments do not fit), or a size
 _RETURNS = {"winograd_conv": ctypes.c_int, "winograd_weight_grad": ctypes.c_int,
             "winograd_workspace": ctypes.c_long, "linear_rows": ctypes.c_int,
-            "lstm_forward_fused": ctypes.c_int}
+            "lstm_forward_fused": ctypes.c_int, "lstm_backward_fused": ctypes.c_int}
 
 # kernels written for float32 only (their vector code is float32's)
 _F32_ONLY: dict[str, tuple] = {
@@ -120,13 +120,15 @@ _F32_ONLY: dict[str, tuple] = {
     "max_pool_2x2_backward": (_P, _P, _L, _L, _L, _P),
     "avg_pool_2x2": (_P, _L, _L, _L, _P),
     "avg_pool_2x2_backward": (_P, _L, _L, _L, _P),
-    "lstm_pack_tiles": (_P, _L, _L, _P),
+    "lstm_pack_tiles": (_P, _L, _L, _L, _P),
 }
 
 # float32 kernels of builds for AVX2 without AVX-512 only (kernels.c: LSTM_FUSED)
 _FUSED: dict[str, tuple] = {
     "lstm_forward_fused": (_P, _L, _P, _L, _I, _P, _P, _L, _P, _L, _P, _L, _P, _P, _P, _L, _L, _L,
                            _L, _L, _I),
+    "lstm_backward_fused": (_P, _P, _P, _P, _P, _P, _L, _L, _P, _L, _L, _L, _P, _P, _P, _L, _L,
+                            _L, _L, _L, _I),
     "tanh_fast": (_P, _P, _L),
 }
 
@@ -176,6 +178,7 @@ class Kernels:
     avg_pool_2x2_backward: dict[np.dtype, Any]
     lstm_pack_tiles: dict[np.dtype, Any]
     lstm_forward_fused: dict[np.dtype, Any]
+    lstm_backward_fused: dict[np.dtype, Any]
     tanh_fast: dict[np.dtype, Any]
 
     def __init__(self, cdll: ctypes.CDLL, path: Path) -> None:

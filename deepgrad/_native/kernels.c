@@ -1957,21 +1957,21 @@ int lstm_fused_available(void) { return LSTM_FUSED; }
 /* hidden units per block of lstm_pack_tiles_f32's tiles */
 int lstm_tile_units(void) { return FU; }
 
-/* Gate rows (4H, K), blocks (i, f, o, g), into tiles for lstm_forward_fused: for unit block q
- * and gate g, the FU rows (units q*FU...) k-major, p[((q*4 + g)*K + k)*FU + r], rows past H zero.
- * In parts of whole unit blocks. */
+/* Rows of G blocks of H (the gates (i, f, o, g) of (4H, K) weights, G = 4; or W_hh^T (H, 4H),
+ * G = 1) into register tiles: for unit block q and block g, the FU rows (units q*FU...) k-major,
+ * p[((q*G + g)*K + k)*FU + r], rows past H zero. In parts of whole unit blocks. */
 typedef struct {
     const float *w;
-    long H, K, parts;
+    long H, K, G, parts;
     float *p;
 } pack_ctx;
 
 static void lstm_pack_part(void *ctx, long i) {
     pack_ctx *s = ctx;
-    long H = s->H, K = s->K, nq = (H + FU - 1) / FU;
+    long H = s->H, K = s->K, G = s->G, nq = (H + FU - 1) / FU;
     for (long q = part_start(nq, s->parts, i, 1); q < part_start(nq, s->parts, i + 1, 1); q++)
-        for (int g = 0; g < 4; g++) {
-            float *dst = s->p + (q * 4 + g) * K * FU;
+        for (long g = 0; g < G; g++) {
+            float *dst = s->p + (q * G + g) * K * FU;
             for (int r = 0; r < FU; r++) {
                 long row = q * FU + r;
                 const float *src = s->w + (g * H + row) * K;
@@ -1980,8 +1980,8 @@ static void lstm_pack_part(void *ctx, long i) {
         }
 }
 
-void lstm_pack_tiles_f32(const float *w, long H, long K, float *p) {
-    pack_ctx c = {w, H, K, parts_for(4 * H * K), p};
+void lstm_pack_tiles_f32(const float *w, long H, long K, long G, float *p) {
+    pack_ctx c = {w, H, K, G, parts_for(G * H * K), p};
     run_parts(lstm_pack_part, &c, c.parts);
 }
 
@@ -2167,6 +2167,125 @@ int lstm_forward_fused_f32(const float *p, long K, float *cols, long ld, int kee
         run_parts(lstm_fused_part, &fc, parts);
         c_prev = ct;
     }
+    free(scratch);
+    return 0;
+}
+
+/* The RNN gradient flush (flush_f32) of 8 lanes */
+static inline v8_f32 flush8(v8_f32 x) {
+    v8_i32 bits = (v8_i32)x, tiny = (bits & 0x7f800000) < (24 << 23);
+    return (v8_f32)(bits & ~tiny);
+}
+
+typedef struct {
+    const float *p, *a_prev;
+    float *a;
+    const float *tc, *c_prev, *src;
+    long rj, rn;
+    const float *gout;
+    long gn, gj;
+    float *dc, *rec, *scratch;
+    long H, N, parts;
+} back_fused_ctx;
+
+/* One backward step of `len` (<= 8) columns of hidden unit j: the incoming dh (rec, flushed,
+ * from the product with the step after; at the first step done, the carried gradient src) plus
+ * the step's output gradient, then lstm_backward_rows's float operations on 8 lanes. */
+static inline void lstm_back_unit8(const back_fused_ctx *s, v8_f32 rec, long j, long col,
+                                   long len) {
+    long N = s->N, hn = s->H * N, k = j * N + col;
+    v8_f32 dk = {0}, go = {0}, i = {0}, f = {0}, o = {0}, g = {0}, t = {0}, cp = {0}, dc = {0};
+    if (s->a_prev)
+        dk = flush8(rec);
+    else
+        for (long n = 0; n < len; n++) dk[n] = s->src[j * s->rj + (col + n) * s->rn];
+    for (long n = 0; n < len; n++) go[n] = s->gout[(col + n) * s->gn + j * s->gj];
+    dk = dk + go;
+    float *a = s->a + k;
+    memcpy(&i, a, len * 4), memcpy(&f, a + hn, len * 4), memcpy(&o, a + 2 * hn, len * 4);
+    memcpy(&g, a + 3 * hn, len * 4), memcpy(&t, s->tc + k, len * 4);
+    memcpy(&cp, s->c_prev + k, len * 4), memcpy(&dc, s->dc + k, len * 4);
+    if (s->a_prev) dc = flush8(dc);
+    v8_f32 sdi = i - i * i, sdf = f - f * f, sdo = o - o * o;
+    v8_f32 q = dk * o, d = dc + q;
+    q = q * t;
+    q = q * t;
+    d = d - q;
+    v8_f32 ao = (dk * t) * sdo, qi = d * g, qf = d * cp, qg = SPLAT8(1.0f) - g * g;
+    qg = qg * i;
+    v8_f32 ag = qg * d, dcn = d * f, ai = qi * sdi, af = qf * sdf;
+    memcpy(a, &ai, len * 4), memcpy(a + hn, &af, len * 4), memcpy(a + 2 * hn, &ao, len * 4);
+    memcpy(a + 3 * hn, &ag, len * 4), memcpy(s->dc + k, &dcn, len * 4);
+}
+
+/* A backward step for the unit blocks of part i: per FC columns, per unit block, the tile of
+ * W_hh^T @ (the gate gradients of the step done before) for those units, which is their dh,
+ * then their gate gradients (lstm_back_unit8) over this step's activations. With a NULL a, the
+ * tile alone, into rec (H, N): the gradient of the state before the last step done. A partial
+ * tile's columns come from a zero-padded copy (scratch, 4H x FC per part). */
+static void lstm_back_fused_part(void *ctx, long i) {
+    back_fused_ctx *s = ctx;
+    long H = s->H, N = s->N, K = 4 * H, nq = (H + FU - 1) / FU;
+    long q0 = part_start(nq, s->parts, i, 1), q1 = part_start(nq, s->parts, i + 1, 1);
+    if (q0 == q1) return;
+    for (long c0 = 0; c0 < N; c0 += FC) {
+        long width = N - c0 < FC ? N - c0 : FC, ldb = N;
+        const float *b = s->a_prev ? s->a_prev + c0 : NULL;
+        if (b && width < FC) {
+            float *pad = s->scratch + i * K * FC;
+            memset(pad, 0, K * FC * sizeof(float));
+            for (long k = 0; k < K; k++) memcpy(pad + k * FC, b + k * N, width * 4);
+            b = pad, ldb = FC;
+        }
+        for (long q = q0; q < q1; q++) {
+            v8_f32 acc[FU][2] = {{{0}}};
+            if (b) gate_tile(s->p + q * K * FU, b, ldb, b, ldb, K, K, acc);
+            for (int r = 0; r < FU && q * FU + r < H; r++) {
+                long j = q * FU + r;
+                for (int v = 0; v < 2 && v * 8 < width; v++) {
+                    long col = c0 + v * 8, len = width - v * 8 < 8 ? width - v * 8 : 8;
+                    if (!s->a)
+                        memcpy(s->rec + j * N + col, &acc[r][v], len * 4);
+                    else if (len == 8)
+                        lstm_back_unit8(s, acc[r][v], j, col, 8);
+                    else
+                        lstm_back_unit8(s, acc[r][v], j, col, len);
+                }
+            }
+        }
+    }
+}
+
+/* lstm_backward_seq with its step products in register tiles of W_hh^T, packed once per call
+ * (lstm_pack_tiles_f32 with G = 1, from wht (H, 4H)), each fused with the gate gradients it
+ * feeds: one parallel loop a step, and one more for rec at the end. The arguments as there,
+ * less dh, wht and gemm. Returns 0, or -1 if its scratch memory could not be had (nothing
+ * written then). */
+int lstm_backward_fused_f32(const float *p, float *a, const float *tc, const float *c,
+                            const float *c_init, const float *ghn, long gn_n, long gn_j,
+                            const float *gout, long g_st, long gn, long gj, float *dc, float *rec,
+                            float *dz, long ldz, long chunk, long H, long N, long steps,
+                            int reverse) {
+    long hn = H * N, pending = 0, parts = parts_for(4 * hn), nq = (H + FU - 1) / FU;
+    if (parts > nq) parts = nq;
+    float *scratch = malloc(parts * 4 * H * FC * sizeof(float));
+    if (!scratch) return -1;
+    const float *a_prev = NULL;
+    for (long s = 0; s < steps; s++) {
+        long t = reverse ? s : steps - 1 - s, prev = reverse ? t + 1 : t - 1;
+        float *at = a + t * 4 * hn;
+        back_fused_ctx bc = {p, a_prev, at, tc + t * hn,
+                             0 <= prev && prev < steps ? c + prev * hn : c_init, ghn, gn_j, gn_n,
+                             gout + t * g_st, gn, gj, dc, rec, scratch, H, N, parts};
+        run_parts(lstm_back_fused_part, &bc, parts);
+        a_prev = at;
+        pending = step_done(dz, ldz, a, 4 * hn, 4 * H, N, t, reverse, s == steps - 1, pending,
+                            chunk, sizeof(float));
+    }
+    back_fused_ctx rc = {p, a_prev, NULL, NULL, NULL, NULL, 0, 0, NULL, 0, 0, NULL, rec, scratch,
+                         H, N, parts};
+    run_parts(lstm_back_fused_part, &rc, parts);
+    stream_done();
     free(scratch);
     return 0;
 }

@@ -529,7 +529,7 @@ class LSTMLayer(_RecurrentLayer):
         units = kern.lstm_tile_units
         tiles = _empty(xp, (-(-H // units) * 4 * K * units,), dt)
         addr = _native.address
-        kern.lstm_pack_tiles[dt](addr(w), H, K, addr(tiles))
+        kern.lstm_pack_tiles[dt](addr(w), H, K, 4, addr(tiles))
         hs = _empty(xp, (2, H, N), dt)
         xp.copyto(hs[0], h0)
         a, a_mod, c, c_mod, tc, tc_mod = stores
@@ -703,6 +703,9 @@ class LSTMLayer(_RecurrentLayer):
         dt = c_init.dtype
         it = dt.itemsize
         addr = _native.address
+        if dt == np.float32 and kern.lstm_fused:
+            self._backward_fused(kern, A, C, TC, c_init, ghn, gouts, dc, rec, whT, dz, reverse)
+            return
         p_init, p_dc, p_rec = addr(c_init), addr(dc), addr(rec)
         dh = _empty(self.xp, (H, N), dt)  # held here: the workspace reuses what nothing holds
         p_dh = addr(dh)
@@ -729,6 +732,31 @@ class LSTMLayer(_RecurrentLayer):
             recurrent(t)  # whT @ A[t] into rec
             src, rj, rn, first = p_rec, N, 1, 0
             dz.done(t)
+
+
+    def _backward_fused(self, kern, A, C, TC, c_init, ghn, gouts, dc, rec, whT, dz, reverse):
+        """The loop of ``_backward_native`` in one native call (``lstm_backward_fused``, float32
+        on AVX2): each step's product with ``W_hh^T`` in register tiles (packed here, once per
+        call), fused with the gate gradients it feeds. Equal to the loop's results to
+        rounding."""
+        xp = self.xp
+        H, N = c_init.shape
+        dt = c_init.dtype
+        it = dt.itemsize
+        addr = _native.address
+        if 4 * H * N >= parallel.min_elements():
+            mkl.available()  # loads MKL, on whose TBB workers the kernel's parts run
+        units = kern.lstm_tile_units
+        tiles = _empty(xp, (-(-H // units) * 4 * H * units,), dt)
+        kern.lstm_pack_tiles[dt](addr(whT), H, 4 * H, 1, addr(tiles))
+        cols = dz.columns
+        status = kern.lstm_backward_fused[dt](
+            addr(tiles), addr(A), addr(TC), addr(C), addr(c_init),
+            *_gradient_operands(ghn, gouts), addr(dc), addr(rec), addr(cols),
+            cols.strides[0] // it, dz.size, H, N, len(gouts), reverse)
+        if status != 0:
+            raise MemoryError(f"LSTM backward (H={H}, batch {N}): no memory for the fused "
+                              "kernel's scratch; free memory or use smaller batches")
 
 
 class GRULayer(_RecurrentLayer):

@@ -120,7 +120,8 @@ _F32_ONLY: dict[str, tuple] = {
     "max_pool_2x2_backward": (_P, _P, _L, _L, _L, _P),
     "avg_pool_2x2": (_P, _L, _L, _L, _P),
     "avg_pool_2x2_backward": (_P, _L, _L, _L, _P),
-    "lstm_pack_tiles": (_P, _L, _L, _L, _P),
+    "lstm_pack_tiles": (_P, _L, _L, _P),
+    "lstm_pack_recurrent": (_P, _L, _P),
 }
 
 # float32 kernels of builds for AVX2 without AVX-512 only (kernels.c: LSTM_FUSED)
@@ -177,6 +178,7 @@ class Kernels:
     avg_pool_2x2: dict[np.dtype, Any]
     avg_pool_2x2_backward: dict[np.dtype, Any]
     lstm_pack_tiles: dict[np.dtype, Any]
+    lstm_pack_recurrent: dict[np.dtype, Any]
     lstm_forward_fused: dict[np.dtype, Any]
     lstm_backward_fused: dict[np.dtype, Any]
     tanh_fast: dict[np.dtype, Any]

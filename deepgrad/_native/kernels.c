@@ -4,9 +4,10 @@
  * exactly the float operations of the NumPy code it stands in for, in the same order and at
  * the same precision, and is built with -ffp-contract=off (no fused multiply-adds), so the
  * results are the NumPy path's bit for bit; the tests compare the two with array_equal.
- * Transcendental functions stay NumPy's: the LSTM's time loop calls NumPy's own tanh loop. The
- * convolutions and batch normalization sum in their own order and equal the NumPy path to
- * rounding.
+ * Transcendental functions stay NumPy's: the recurrent loops call NumPy's own tanh loop. The
+ * exception is the LSTM's fused float32 loops of AVX2 builds (lstm_forward_fused_f32,
+ * lstm_backward_fused_f32), with a tanh and GEMM tiles of their own. They, the convolutions and
+ * batch normalization sum in their own order and equal the NumPy path to rounding.
  *
  * Every kernel comes in float32 (suffix _f32) and float64 (_f64). Strides are in elements.
  */
@@ -1957,21 +1958,21 @@ int lstm_fused_available(void) { return LSTM_FUSED; }
 /* hidden units per block of lstm_pack_tiles_f32's tiles */
 int lstm_tile_units(void) { return FU; }
 
-/* Rows of G blocks of H (the gates (i, f, o, g) of (4H, K) weights, G = 4; or W_hh^T (H, 4H),
- * G = 1) into register tiles: for unit block q and block g, the FU rows (units q*FU...) k-major,
- * p[((q*G + g)*K + k)*FU + r], rows past H zero. In parts of whole unit blocks. */
+/* Gate rows (4H, K), blocks (i, f, o, g), into register tiles for lstm_forward_fused: for unit
+ * block q and gate g, the FU rows (units q*FU...) k-major, p[((q*4 + g)*K + k)*FU + r], rows
+ * past H zero. In parts of whole unit blocks. */
 typedef struct {
     const float *w;
-    long H, K, G, parts;
+    long H, K, parts;
     float *p;
 } pack_ctx;
 
 static void lstm_pack_part(void *ctx, long i) {
     pack_ctx *s = ctx;
-    long H = s->H, K = s->K, G = s->G, nq = (H + FU - 1) / FU;
+    long H = s->H, K = s->K, nq = (H + FU - 1) / FU;
     for (long q = part_start(nq, s->parts, i, 1); q < part_start(nq, s->parts, i + 1, 1); q++)
-        for (long g = 0; g < G; g++) {
-            float *dst = s->p + (q * G + g) * K * FU;
+        for (int g = 0; g < 4; g++) {
+            float *dst = s->p + (q * 4 + g) * K * FU;
             for (int r = 0; r < FU; r++) {
                 long row = q * FU + r;
                 const float *src = s->w + (g * H + row) * K;
@@ -1980,9 +1981,36 @@ static void lstm_pack_part(void *ctx, long i) {
         }
 }
 
-void lstm_pack_tiles_f32(const float *w, long H, long K, long G, float *p) {
-    pack_ctx c = {w, H, K, G, parts_for(G * H * K), p};
+void lstm_pack_tiles_f32(const float *w, long H, long K, float *p) {
+    pack_ctx c = {w, H, K, parts_for(4 * H * K), p};
     run_parts(lstm_pack_part, &c, c.parts);
+}
+
+/* W_hh^T, from W_hh (4H, H) in PyTorch's gate order (i, f, g, o), into the tiles of
+ * lstm_backward_fused: for unit block q, the FU rows of W_hh^T (its columns q*FU...) k-major over
+ * the gate rows in the order (i, f, o, g), p[(q*4H + k)*FU + r] = W_hh[row(k), q*FU + r], each
+ * tile row read as FU contiguous floats; rows past H zero. */
+typedef struct {
+    const float *w;
+    long H, parts;
+    float *p;
+} pack_rec_ctx;
+
+static void lstm_pack_recurrent_part(void *ctx, long i) {
+    pack_rec_ctx *s = ctx;
+    long H = s->H, K = 4 * H, nq = (H + FU - 1) / FU;
+    for (long q = part_start(nq, s->parts, i, 1); q < part_start(nq, s->parts, i + 1, 1); q++)
+        for (long k = 0; k < K; k++) {
+            long row = k < 2 * H ? k : k < 3 * H ? k + H : k - H;  /* o and g swap places */
+            const float *src = s->w + row * H + q * FU;
+            float *dst = s->p + (q * K + k) * FU;
+            for (int r = 0; r < FU; r++) dst[r] = q * FU + r < H ? src[r] : 0.0f;
+        }
+}
+
+void lstm_pack_recurrent_f32(const float *w_hh, long H, float *p) {
+    pack_rec_ctx c = {w_hh, H, parts_for(4 * H * H), p};
+    run_parts(lstm_pack_recurrent_part, &c, c.parts);
 }
 
 #if LSTM_FUSED
@@ -2257,8 +2285,7 @@ static void lstm_back_fused_part(void *ctx, long i) {
 }
 
 /* lstm_backward_seq with its step products in register tiles of W_hh^T, packed once per call
- * (lstm_pack_tiles_f32 with G = 1, from wht (H, 4H)), each fused with the gate gradients it
- * feeds: one parallel loop a step, and one more for rec at the end. The arguments as there,
+ * (lstm_pack_recurrent_f32), each fused with the gate gradients it feeds: one parallel loop a step, and one more for rec at the end. The arguments as there,
  * less dh, wht and gemm. Returns 0, or -1 if its scratch memory could not be had (nothing
  * written then). */
 int lstm_backward_fused_f32(const float *p, float *a, const float *tc, const float *c,

@@ -15,7 +15,11 @@ and one for the input gradient.
 With the native kernels and MKL, the LSTM's loops over time run inside one C call per direction
 (``lstm_forward_seq``/``lstm_backward_seq`` in ``deepgrad/_native/kernels.c``), making the
 calls the Python loops make (MKL's GEMM, NumPy's own tanh loop, the step kernels), so they give
-the same bits without the interpreter between steps.
+the same bits without the interpreter between steps. In float32 on AVX2 builds the native
+loops are fused instead (``lstm_forward_fused``/``lstm_backward_fused``): each step's product
+runs in register tiles of weights packed once per call, and the gate math (with a tanh of the
+kernel's own) or the gate gradients follow in the same pass, in parts of whole blocks of
+hidden units. Those give the loops' results to rounding, not bit for bit.
 
 Used by ``nn.RNN``/``nn.LSTM``/``nn.GRU`` and the cells. PyTorch has no functional form of
 these layers, so nothing here is exported to ``nn.functional``.
@@ -529,7 +533,7 @@ class LSTMLayer(_RecurrentLayer):
         units = kern.lstm_tile_units
         tiles = _empty(xp, (-(-H // units) * 4 * K * units,), dt)
         addr = _native.address
-        kern.lstm_pack_tiles[dt](addr(w), H, K, 4, addr(tiles))
+        kern.lstm_pack_tiles[dt](addr(w), H, K, addr(tiles))
         hs = _empty(xp, (2, H, N), dt)
         xp.copyto(hs[0], h0)
         a, a_mod, c, c_mod, tc, tc_mod = stores
@@ -605,17 +609,23 @@ class LSTMLayer(_RecurrentLayer):
         I = w_ih.shape[1]
         H2, H4 = 2 * H, 4 * H
         dt = A.dtype
-        whT, whp = _transposed(xp, H4, H, dt)  # w_hh in the gate order (i, f, o, g)
-        _swap_go(whp, w_hh, H)
+        kern = _kernels(xp, dt)
+        native = kern is not None and all(v.dtype == dt and v.ndim == 2
+                                          and v.strides[0] % v.itemsize == 0
+                                          and v.strides[1] % v.itemsize == 0
+                                          for v in (ghn, *gouts))
+        fused = native and dt == np.float32 and kern.lstm_fused
+        if not fused:  # (the fused kernel packs its tiles from w_hh itself)
+            whT, whp = _transposed(xp, H4, H, dt)  # w_hh in the gate order (i, f, o, g)
+            _swap_go(whp, w_hh, H)
         carry = _empty(xp, (H2, N), dt)  # the carried grads of h and c, flushed together
         rec = carry[:H]
         dc = self._initial(gcn, carry[H:])
         flush = _Flush(xp, carry)
         dz = _ToColumns(xp, A, not reverse)
-        kern = _kernels(xp, dt)
-        if kern is not None and all(v.dtype == dt and v.ndim == 2
-                                    and v.strides[0] % v.itemsize == 0
-                                    and v.strides[1] % v.itemsize == 0 for v in (ghn, *gouts)):
+        if fused:
+            self._backward_fused(kern, A, C, TC, c_init, ghn, gouts, dc, rec, w_hh, dz, reverse)
+        elif native:
             self._backward_native(kern, A, C, TC, c_init, ghn, gouts, dc, rec, whT, dz, reverse)
         else:
             self._backward_numpy(A, C, TC, c_init, ghn.T, gouts, dc, rec, whT, dz, reverse, flush)
@@ -703,9 +713,6 @@ class LSTMLayer(_RecurrentLayer):
         dt = c_init.dtype
         it = dt.itemsize
         addr = _native.address
-        if dt == np.float32 and kern.lstm_fused:
-            self._backward_fused(kern, A, C, TC, c_init, ghn, gouts, dc, rec, whT, dz, reverse)
-            return
         p_init, p_dc, p_rec = addr(c_init), addr(dc), addr(rec)
         dh = _empty(self.xp, (H, N), dt)  # held here: the workspace reuses what nothing holds
         p_dh = addr(dh)
@@ -734,11 +741,11 @@ class LSTMLayer(_RecurrentLayer):
             dz.done(t)
 
 
-    def _backward_fused(self, kern, A, C, TC, c_init, ghn, gouts, dc, rec, whT, dz, reverse):
+    def _backward_fused(self, kern, A, C, TC, c_init, ghn, gouts, dc, rec, w_hh, dz, reverse):
         """The loop of ``_backward_native`` in one native call (``lstm_backward_fused``, float32
-        on AVX2): each step's product with ``W_hh^T`` in register tiles (packed here, once per
-        call), fused with the gate gradients it feeds. Equal to the loop's results to
-        rounding."""
+        on AVX2): each step's product with ``W_hh^T`` in register tiles (packed here from
+        ``w_hh``, once per call), fused with the gate gradients it feeds. Equal to the loop's
+        results to rounding."""
         xp = self.xp
         H, N = c_init.shape
         dt = c_init.dtype
@@ -748,7 +755,8 @@ class LSTMLayer(_RecurrentLayer):
             mkl.available()  # loads MKL, on whose TBB workers the kernel's parts run
         units = kern.lstm_tile_units
         tiles = _empty(xp, (-(-H // units) * 4 * H * units,), dt)
-        kern.lstm_pack_tiles[dt](addr(whT), H, 4 * H, 1, addr(tiles))
+        w_hh = np.ascontiguousarray(w_hh)
+        kern.lstm_pack_recurrent[dt](addr(w_hh), H, addr(tiles))
         cols = dz.columns
         status = kern.lstm_backward_fused[dt](
             addr(tiles), addr(A), addr(TC), addr(C), addr(c_init),

@@ -1932,17 +1932,20 @@ void lstm_backward_seq_##S(T *a, const T *tc, const T *c, const T *c_init, const
 LSTM_SEQUENCE(float, f32)
 LSTM_SEQUENCE(double, f64)
 
-/* ---- the LSTM's fused forward step (float32, AVX2 with FMA) ---------------------------------
- * deepgrad/ops/rnn.py: LSTMLayer._forward_fused. One call runs a direction's whole loop over
- * time; each step is one parallel loop whose parts own blocks of hidden units: a part computes
- * the four gates' pre-activations of its units (register tiles of a GEMM against weights packed
- * once per call) and finishes their gate math while the tiles are still in registers and L1:
- * no second pass over the gates, no GEMM library call per step. On the AMD EPYC this was written
- * on (AVX2, no AVX-512), MKL ran the step product (1024 x 321 by 321 x 32) at 50 GFLOP/s a core
- * and these tiles at 63; the gate math had been a third of the loop's time, half of it NumPy's
- * tanh. So this path gives float32 results equal to the NumPy path's to rounding, not bit for
- * bit: its sums run in another order, with fused multiply-adds, and its tanh is its own. Builds
- * with AVX-512 keep MKL's products, which were measured there. */
+/* ---- the LSTM's fused loops (float32, AVX2 with FMA) -----------------------------------------
+ * deepgrad/ops/rnn.py: LSTMLayer._forward_fused, _backward_fused. One call runs a direction's
+ * whole loop over time; each step is one parallel loop whose parts own blocks of hidden units.
+ * Forward, a part computes the four gates' pre-activations of its units (register tiles of a
+ * GEMM against weights packed once per call) and finishes their gate math while the tiles are
+ * still in registers and L1: no second pass over the gates, no GEMM library call per step.
+ * Backward, a part computes its units' rows of W_hh^T @ (the gate gradients of the step after)
+ * the same way and turns them into its units' gate gradients. On the AMD EPYC this was written
+ * on (AVX2, no AVX-512), MKL ran the step products (1024 x 321 by 321 x 32, 256 x 1024 by
+ * 1024 x 32) at 50-51 GFLOP/s on one core and these tiles at 63; the gate math had been a third
+ * of the forward loop's time, half of it NumPy's tanh. So these loops give float32 results
+ * equal to the NumPy path's to rounding, not bit for bit: their sums run in another order, with
+ * fused multiply-adds, and the forward's tanh is its own. Builds with AVX-512 keep MKL's
+ * products, which were measured there. */
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
 #define LSTM_FUSED 1
 #else
@@ -1952,7 +1955,7 @@ LSTM_SEQUENCE(double, f64)
 #define FU 6  /* hidden units per tile: its rows */
 #define FC 16 /* columns per tile: two vectors */
 
-/* whether this build runs lstm_forward_fused_f32 and tanh_fast_f32 (else they are not there) */
+/* whether this build has lstm_forward_fused_f32, lstm_backward_fused_f32 and tanh_fast_f32 */
 int lstm_fused_available(void) { return LSTM_FUSED; }
 
 /* hidden units per block of lstm_pack_tiles_f32's tiles */
@@ -2285,9 +2288,9 @@ static void lstm_back_fused_part(void *ctx, long i) {
 }
 
 /* lstm_backward_seq with its step products in register tiles of W_hh^T, packed once per call
- * (lstm_pack_recurrent_f32), each fused with the gate gradients it feeds: one parallel loop a step, and one more for rec at the end. The arguments as there,
- * less dh, wht and gemm. Returns 0, or -1 if its scratch memory could not be had (nothing
- * written then). */
+ * (lstm_pack_recurrent_f32), each fused with the gate gradients it feeds: one parallel loop a
+ * step, and one more for rec at the end. The arguments as there, less dh, wht and gemm. Returns
+ * 0, or -1 if its scratch memory could not be had (nothing written then). */
 int lstm_backward_fused_f32(const float *p, float *a, const float *tc, const float *c,
                             const float *c_init, const float *ghn, long gn_n, long gn_j,
                             const float *gout, long g_st, long gn, long gj, float *dc, float *rec,

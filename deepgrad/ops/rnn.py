@@ -109,6 +109,22 @@ def _sequence(a, b, out):
     return gemm, loop[0], loop[1]
 
 
+def _fused_tiles(xp, kern, H: int, N: int, K: int, dt):
+    """Room for the LSTM's fused kernels' weight tiles: 4 rows of ``K`` per hidden unit, in
+    blocks of ``kern.lstm_tile_units``. Loads MKL first where a step is large enough to split:
+    the kernels' parts run on its TBB workers."""
+    if 4 * H * N >= parallel.min_elements():
+        mkl.available()
+    units = kern.lstm_tile_units
+    return _empty(xp, (-(-H // units) * 4 * K * units,), dt)
+
+
+def _fused_done(status: int, which: str, H: int, N: int) -> None:
+    if status != 0:
+        raise MemoryError(f"LSTM {which} (hidden size {H}, batch {N}): no memory for the fused "
+                          "kernel's scratch; free memory or use smaller batches")
+
+
 def _addresses(blocks, n: int) -> list:
     """Addresses of ``blocks[0..n)``: the blocks of a contiguous array, or a list of arrays."""
     if isinstance(blocks, np.ndarray):
@@ -528,10 +544,7 @@ class LSTMLayer(_RecurrentLayer):
         K = w.shape[1]
         dt = w.dtype
         it = dt.itemsize
-        if 4 * H * N >= parallel.min_elements():
-            mkl.available()  # loads MKL, on whose TBB workers the kernel's parts run
-        units = kern.lstm_tile_units
-        tiles = _empty(xp, (-(-H // units) * 4 * K * units,), dt)
+        tiles = _fused_tiles(xp, kern, H, N, K, dt)
         addr = _native.address
         kern.lstm_pack_tiles[dt](addr(w), H, K, addr(tiles))
         hs = _empty(xp, (2, H, N), dt)
@@ -543,9 +556,7 @@ class LSTMLayer(_RecurrentLayer):
             a_mod, addr(c), c_mod, addr(tc), tc_mod, addr(c_init), addr(h_last), po[0],
             (po[1] - po[0]) // it if T > 1 else 0, outs[0].strides[0] // it, H, N, T,
             T > 1 and order[1] < order[0])
-        if status != 0:
-            raise MemoryError(f"LSTM forward (H={H}, batch {N}, K={K}): no memory for the "
-                              "fused kernel's scratch; free memory or use smaller batches")
+        _fused_done(status, "forward", H, N)
         xp.copyto(hn, h_last.T)
         xp.copyto(cn, C[order[-1]].T)
 
@@ -751,10 +762,7 @@ class LSTMLayer(_RecurrentLayer):
         dt = c_init.dtype
         it = dt.itemsize
         addr = _native.address
-        if 4 * H * N >= parallel.min_elements():
-            mkl.available()  # loads MKL, on whose TBB workers the kernel's parts run
-        units = kern.lstm_tile_units
-        tiles = _empty(xp, (-(-H // units) * 4 * H * units,), dt)
+        tiles = _fused_tiles(xp, kern, H, N, 4 * H, dt)
         w_hh = np.ascontiguousarray(w_hh)
         kern.lstm_pack_recurrent[dt](addr(w_hh), H, addr(tiles))
         cols = dz.columns
@@ -762,9 +770,7 @@ class LSTMLayer(_RecurrentLayer):
             addr(tiles), addr(A), addr(TC), addr(C), addr(c_init),
             *_gradient_operands(ghn, gouts), addr(dc), addr(rec), addr(cols),
             cols.strides[0] // it, dz.size, H, N, len(gouts), reverse)
-        if status != 0:
-            raise MemoryError(f"LSTM backward (H={H}, batch {N}): no memory for the fused "
-                              "kernel's scratch; free memory or use smaller batches")
+        _fused_done(status, "backward", H, N)
 
 
 class GRULayer(_RecurrentLayer):

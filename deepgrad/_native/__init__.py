@@ -69,6 +69,7 @@ _SIGNATURES: dict[str, tuple] = {
     "lstm_output": (_P, _P, _P, _L, _P, _L, _L, _L),
     "lstm_backward_step": (_P, _P, _P, _P, _L, _L, _P, _L, _L, _P, _P, _L, _L, _I),
     "transpose": (_P, _L, _P, _L, _L, _L),
+    "transpose_blocks": (_P, _L, _L, _P, _L, _L, _L, _L, _L),
     "tanh_backward": (_P, _P, _P, _L),
     "sigmoid_backward": (_P, _P, _P, _L),
     "relu_backward": (_P, _P, _P, _L),
@@ -140,6 +141,7 @@ class Kernels:
     ``_FUSED`` where the build has them: ``lstm_fused``)."""
 
     lstm_gates: dict[np.dtype, Any]
+    transpose_blocks: dict[np.dtype, Any]
     lstm_output: dict[np.dtype, Any]
     lstm_backward_step: dict[np.dtype, Any]
     transpose: dict[np.dtype, Any]

@@ -119,6 +119,14 @@ void transpose_##S(const T *restrict src, long ss, T *restrict dst, long ds, lon
         for (long c = ct; c < cols; c++) dst[c * ds + r] = src[r * ss + c];                     \
     for (long r = rt; r < rows; r++)                                                            \
         for (long c = 0; c < cols; c++) dst[c * ds + r] = src[r * ss + c];                      \
+}                                                                                               \
+                                                                                                \
+/* transpose_ of `count` blocks, block b's at src + b * sb and dst + b * db (the inputs of a    \
+ * recurrent layer's time steps into columns: deepgrad/ops/rnn.py, _inputs_to_columns) */       \
+void transpose_blocks_##S(const T *src, long sb, long ss, T *dst, long db, long ds, long rows,  \
+                          long cols, long count) {                                              \
+    for (long b = 0; b < count; b++)                                                            \
+        transpose_##S(src + b * sb, ss, dst + b * db, ds, rows, cols);                          \
 }
 
 TRANSPOSE(float, f32, 16)

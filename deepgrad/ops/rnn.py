@@ -126,14 +126,14 @@ def _inputs_to_columns(xp, dst, xcols) -> None:
                               dst.strides[0] // it, N, I, T)
 
 
-def _fused_tiles(xp, kern, H: int, N: int, K: int, dt):
-    """Room for the LSTM's fused kernels' weight tiles: 4 rows of ``K`` per hidden unit, in
-    blocks of ``kern.lstm_tile_units``. Loads MKL first where a step is large enough to split:
-    the kernels' parts run on its TBB workers."""
+def _fused_tiles(xp, kern, H: int, N: int, per_unit: int, dt):
+    """Room for the LSTM's fused kernels' weight tiles: ``per_unit`` weights per hidden unit,
+    units in whole blocks of ``kern.lstm_tile_units``. Loads MKL first where a step is large
+    enough to split: the kernels' parts run on its TBB workers."""
     if 4 * H * N >= parallel.min_elements():
         mkl.available()
     units = kern.lstm_tile_units
-    return _empty(xp, (-(-H // units) * 4 * K * units,), dt)
+    return _empty(xp, (-(-H // units) * units * per_unit,), dt)
 
 
 def _fused_done(status: int, which: str, H: int, N: int) -> None:
@@ -563,7 +563,7 @@ class LSTMLayer(_RecurrentLayer):
         K = w.shape[1]
         dt = w.dtype
         it = dt.itemsize
-        tiles = _fused_tiles(xp, kern, H, N, K, dt)
+        tiles = _fused_tiles(xp, kern, H, N, 4 * K, dt)  # the 4 gates' rows of w
         addr = _native.address
         kern.lstm_pack_tiles[dt](addr(w), H, K, addr(tiles))
         hs = _empty(xp, (2, H, N), dt)
@@ -781,7 +781,7 @@ class LSTMLayer(_RecurrentLayer):
         dt = c_init.dtype
         it = dt.itemsize
         addr = _native.address
-        tiles = _fused_tiles(xp, kern, H, N, 4 * H, dt)
+        tiles = _fused_tiles(xp, kern, H, N, 4 * H, dt)  # a row of W_hh^T
         w_hh = np.ascontiguousarray(w_hh)
         kern.lstm_pack_recurrent[dt](addr(w_hh), H, addr(tiles))
         cols = dz.columns

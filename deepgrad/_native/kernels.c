@@ -2163,16 +2163,17 @@ static void lstm_fused_part(void *ctx, long i) {
             for (int r = 0; r < FU && q * FU + r < H; r++) {
                 long j = q * FU + r;
                 for (int v = 0; v < 2 && v * 8 < width; v++) {
-                    long col = c0 + v * 8, k = j * N + col, len = width - v * 8;
+                    long col = c0 + v * 8, k = j * N + col;
+                    long len = width - v * 8 < 8 ? width - v * 8 : 8;
                     v8_f32 z[4] = {acc[0][r][v], acc[1][r][v], acc[2][r][v], acc[3][r][v]};
                     float *hj = s->h + k, *out = s->out + col * s->out_sn + j;
-                    if (len >= 8)
+                    if (len == 8)
                         lstm_unit8(z, s->a + k, hn, s->c_prev + k, s->c + k, s->tc + k, hj, out,
                                    s->out_sn, 8);
                     else
                         lstm_unit8(z, s->a + k, hn, s->c_prev + k, s->c + k, s->tc + k, hj, out,
                                    s->out_sn, len);
-                    if (s->cols) memcpy(s->cols + j * s->ld + col, hj, (len < 8 ? len : 8) * 4);
+                    if (s->cols) memcpy(s->cols + j * s->ld + col, hj, len * 4);
                 }
             }
         }

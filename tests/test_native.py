@@ -235,6 +235,83 @@ def test_lstm_fused_forward_without_a_graph_gives_the_same_bits():
         np.testing.assert_array_equal(a.data, b.data)
 
 
+# ---- a narrow Linear (kernels.c: linear_narrow) -------------------------------------------------
+needs_narrow = pytest.mark.skipif(_native.lib() is None or not _native.lib().narrow,
+                                  reason="the narrow Linear kernel needs a build with AVX2 and FMA")
+
+
+def _rounding_bound(x: np.ndarray, w: np.ndarray, b) -> np.ndarray:
+    """How far a float32 sum of k products (then the bias) may fall from the exact value: the
+    classic bound k * u * sum |x_i w_i| with u = 2^-24, doubled for the bias's rounding and
+    the last one; the bound any summation order meets."""
+    k = x.shape[1]
+    mag = np.abs(x).astype(np.float64) @ np.abs(w).astype(np.float64).T
+    if b is not None:
+        mag = mag + np.abs(b)
+    return 2 * (k + 2) * 2.0**-24 * mag + 1e-30
+
+
+@needs_narrow
+@pytest.mark.parametrize("m,k,n", [(1000, 512, 10), (531, 300, 2), (97, 2000, 16),
+                                   (1000, 70, 9), (2003, 150, 8)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_narrow_linear_is_within_rounding_and_fuses_its_activations_bit_for_bit(
+        monkeypatch, m, k, n, bias):
+    """A Linear with few outputs runs on its own tiles: within float32 rounding of the exact
+    product (rows not a multiple of the tile's six, one and two vectors of columns), the same
+    bits alone and fused with ReLU, Sigmoid or Tanh, for a strided input and a transposed
+    weight, and its gradients those of the product."""
+    spy = _Spy(monkeypatch, "linear_narrow")
+    rng = np.random.default_rng(m + n)
+    x0 = rng.standard_normal((m, k)).astype(np.float32)
+    dg.manual_seed(0)
+    lin = dg.nn.Linear(k, n, bias=bias)
+    w, b = lin.weight.data, (lin.bias.data if bias else None)
+    x = dg.from_numpy(x0).requires_grad_(True)
+    y = lin(x)
+    assert spy.calls == 1
+    exact = x0.astype(np.float64) @ w.T.astype(np.float64) + (0 if b is None else b)
+    assert np.all(np.abs(y.data - exact) <= _rounding_bound(x0, w, b))
+    for act, fn in (("ReLU", lambda v: np.maximum(v, 0)), ("Sigmoid", None), ("Tanh", np.tanh)):
+        fused = dg.nn.Sequential(lin, getattr(dg.nn, act)())(dg.from_numpy(x0))
+        alone = getattr(dg.nn, act)()(lin(dg.from_numpy(x0)))
+        np.testing.assert_array_equal(fused.data, alone.data)
+        if fn is not None:
+            np.testing.assert_array_equal(fused.data, fn(y.data))
+    wide = np.zeros((m, k + 13), np.float32)
+    wide[:, 5:5 + k] = x0
+    np.testing.assert_array_equal(lin(dg.from_numpy(wide[:, 5:5 + k])).data, y.data)
+    wt = dg.from_numpy(np.asfortranarray(w))  # the same values, columns contiguous
+    bt = None if b is None else dg.from_numpy(b)
+    np.testing.assert_array_equal(dg.nn.functional.linear(dg.from_numpy(x0), wt, bt).data,
+                                  y.data)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    y.backward(dg.from_numpy(g))
+    np.testing.assert_allclose(x.grad.data, g @ w, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(lin.weight.grad.data, g.T @ x0, rtol=1e-3, atol=1e-3)
+
+
+@needs_narrow
+def test_narrow_linear_takes_only_what_it_is_for(monkeypatch):
+    """Small products (LeNet-5's head), wide outputs, float64 and a single output go the
+    GEMM's way; NaN and inf pass through as in the product."""
+    spy = _Spy(monkeypatch, "linear_narrow")
+    rng = np.random.default_rng(0)
+    for shape, n, dt in (((64, 84), 10, np.float32), ((1000, 512), 40, np.float32),
+                         ((1000, 512), 10, np.float64), ((1000, 512), 1, np.float32)):
+        lin = dg.nn.Linear(shape[1], n).to(dtype=dt)
+        lin(dg.from_numpy(rng.standard_normal(shape).astype(dt)))
+    assert spy.calls == 0
+    lin = dg.nn.Linear(512, 10)
+    x = rng.standard_normal((1000, 512)).astype(np.float32)
+    x[3, 7], x[10, 0] = np.nan, np.inf
+    y = dg.nn.Sequential(lin, dg.nn.ReLU())(dg.from_numpy(x)).data
+    assert spy.calls == 1
+    assert np.isnan(y[3]).all() and not np.isnan(np.delete(y, [3, 10], axis=0)).any()
+    w = lin.weight.data
+    np.testing.assert_array_equal(np.isposinf(y[10]), (w[:, 0] > 0) & ~np.isnan(y[10]))
+
+
 # ---- the optimizers ---------------------------------------------------------------------------
 _OPTIMIZERS = [
     ("SGD", dict(lr=0.1)),
@@ -959,11 +1036,12 @@ def test_padded_copy_matches_numpy_pad(dt):
 
 @needs_kernels
 def test_every_kernel_is_declared_and_loaded():
-    from deepgrad._native import _F32_ONLY, _FUSED, _SIGNATURES, Kernels
+    from deepgrad._native import _F32_ONLY, _FMA8, _FUSED, _SIGNATURES, Kernels
     declared = {name for name, kind in Kernels.__annotations__.items() if "dict" in str(kind)}
-    assert declared == set(_SIGNATURES) | set(_F32_ONLY) | set(_FUSED)
+    assert declared == set(_SIGNATURES) | set(_F32_ONLY) | set(_FUSED) | set(_FMA8)
     k = _native.lib()
-    for name in declared - (set() if k.lstm_fused else set(_FUSED)):
+    missing = (set() if k.lstm_fused else set(_FUSED)) | (set() if k.narrow else set(_FMA8))
+    for name in declared - missing:
         assert np.dtype(np.float32) in getattr(k, name)
 
 

@@ -13,6 +13,7 @@ import pytest
 import deepgrad as dg
 from deepgrad import _native
 from deepgrad._native import mkl, parallel
+from deepgrad.ops import linalg
 
 needs_kernels = pytest.mark.skipif(_native.lib() is None, reason=_native.status())
 
@@ -183,6 +184,21 @@ def test_lstm_fused_loops_in_parts_give_the_same_bits(H, N, bidirectional):
     _assert_same_bits(_runs(lambda: _lstm_steps(np.float32, H, N, bidirectional)))
 
 
+@needs_kernels
+@pytest.mark.skipif(_native.lib() is None or not _native.lib().narrow,
+                    reason="the narrow Linear kernel needs a build with AVX2 and FMA")
+@pytest.mark.parametrize("m,k,n", [(1000, 512, 10), (97, 2000, 16), (2003, 150, 5)])
+def test_narrow_linear_in_parts_gives_the_same_bits(m, k, n):
+    """The narrow Linear splits its rows into parts anywhere (mid-tile too): every output is
+    the same chain of multiply-adds in any part."""
+    assert m * k >= MIN
+    rng = np.random.default_rng(0)
+    x = dg.from_numpy(rng.standard_normal((m, k)).astype(np.float32))
+    dg.manual_seed(0)
+    head = dg.nn.Sequential(dg.nn.Linear(k, n), dg.nn.ReLU())
+    _assert_same_bits(_runs(lambda: [head(x).data, head[0](x).data]))
+
+
 def _conv_steps(dt, n, c, o, size, k, padding):
     """Forward and backward of one convolution."""
     dg.manual_seed(0)
@@ -291,9 +307,11 @@ def test_a_forked_child_runs_kernels_whole():
 @needs_kernels
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
 @pytest.mark.parametrize("C", [65, 10])
-def test_row_kernels_in_parts_give_the_same_bits(dt, C):
+def test_row_kernels_in_parts_give_the_same_bits(monkeypatch, dt, C):
     """Cross-entropy (forward and backward) and a Linear's bias and its gradient, over rows
-    split into parts (the bias gradient over columns)."""
+    split into parts (the bias gradient over columns). The Linear's product is the GEMM's, as
+    without the kernels: not the narrow layer's tiles, which sum in their own order."""
+    monkeypatch.setattr(linalg, "_NARROW_MAX", 0)
     rng = np.random.default_rng(0)
     N = MIN // C + 37
     x = rng.standard_normal((N, C)).astype(dt) * 4

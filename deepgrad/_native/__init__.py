@@ -113,7 +113,8 @@ _SIGNATURES: dict[str, tuple] = {
 # kernels that return a value: a status (0, or -1 when the arguments do not fit), or a size
 _RETURNS = {"winograd_conv": ctypes.c_int, "winograd_weight_grad": ctypes.c_int,
             "winograd_workspace": ctypes.c_long, "linear_rows": ctypes.c_int,
-            "lstm_forward_fused": ctypes.c_int, "lstm_backward_fused": ctypes.c_int}
+            "lstm_forward_fused": ctypes.c_int, "lstm_backward_fused": ctypes.c_int,
+            "linear_narrow": ctypes.c_int}
 
 # kernels written for float32 only (their vector code is float32's)
 _F32_ONLY: dict[str, tuple] = {
@@ -134,11 +135,16 @@ _FUSED: dict[str, tuple] = {
     "tanh_fast": (_P, _P, _L),
 }
 
+# float32 kernels of builds with AVX2 and FMA (kernels.c: HAVE_FMA8)
+_FMA8: dict[str, tuple] = {
+    "linear_narrow": (_P, _L, _P, _L, _L, _P, _I, _P, _L, _L, _L),
+}
+
 
 class Kernels:
     """The loaded library: ``kernels.<name>[dtype]`` is the ctypes function for that dtype
     (float32 or float64; float32 only for the names in ``_F32_ONLY``, and for those in
-    ``_FUSED`` where the build has them: ``lstm_fused``)."""
+    ``_FUSED`` and ``_FMA8`` where the build has them: ``lstm_fused``, ``linear_narrow``)."""
 
     lstm_gates: dict[np.dtype, Any]
     transpose_blocks: dict[np.dtype, Any]
@@ -184,6 +190,7 @@ class Kernels:
     lstm_forward_fused: dict[np.dtype, Any]
     lstm_backward_fused: dict[np.dtype, Any]
     tanh_fast: dict[np.dtype, Any]
+    linear_narrow: dict[np.dtype, Any]
 
     def __init__(self, cdll: ctypes.CDLL, path: Path) -> None:
         self.path = path
@@ -205,7 +212,10 @@ class Kernels:
         # units per block of its packed weights
         self.lstm_fused = bool(cdll.lstm_fused_available())
         self.lstm_tile_units = int(cdll.lstm_tile_units())
-        for name, sig in {**_F32_ONLY, **(_FUSED if self.lstm_fused else {})}.items():
+        # a narrow Linear's own GEMM tiles (float32), where the build has them
+        self.narrow = bool(cdll.linear_narrow_available())
+        for name, sig in {**_F32_ONLY, **(_FUSED if self.lstm_fused else {}),
+                          **(_FMA8 if self.narrow else {})}.items():
             fn = getattr(cdll, f"{name}_f32")
             fn.argtypes = list(sig)
             fn.restype = _RETURNS.get(name)

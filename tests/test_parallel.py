@@ -366,7 +366,7 @@ def _needs_row_parts():
 
 @needs_kernels
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(1000, 784), (203, 512), (4, 75, 300)])
+@pytest.mark.parametrize("shape", [(1000, 784), (403, 512), (4, 75, 300)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_in_row_parts(monkeypatch, dt, shape, bias):
     """A large Linear runs in row parts (each part's product on one MKL thread, then its bias
@@ -406,7 +406,7 @@ def test_linear_in_row_parts(monkeypatch, dt, shape, bias):
 
 @needs_kernels
 def test_linear_row_parts_skip_what_they_cannot_take(monkeypatch):
-    """Small products and strided inputs go the whole-product way."""
+    """Small products, strided inputs and too few rows a part go the whole-product way."""
     _needs_row_parts()
     counter = _Counter(monkeypatch)
     rng = np.random.default_rng(0)
@@ -414,6 +414,9 @@ def test_linear_row_parts_skip_what_they_cannot_take(monkeypatch):
     lin(dg.from_numpy(rng.standard_normal((4, 512)).astype(np.float32)))  # small
     wide = rng.standard_normal((600, 1024)).astype(np.float32)
     lin(dg.from_numpy(wide[:, ::2]))  # rows not contiguous
+    few = parallel.parts() * linalg._ROWS_MIN_PART_ROWS - 1
+    assert few * 512 * 256 >= linalg._ROWS_MIN_MACS  # large enough but for its rows
+    lin(dg.from_numpy(wide[:few, :512].copy()))
     assert counter.done == 0
     with parallel.split(1):
         lin(dg.from_numpy(wide[:, :512].copy()))

@@ -151,6 +151,12 @@ class Linear(Function):
 # alternating runs each); mlp_mnist's products (33 and 51 million) and char_lstm's head (34
 # million) gain.
 _ROWS_MIN_MACS = 1 << 24
+# ... and at least this many rows a part. mlp_mnist's batch of 128 (64 rows a part) trained at
+# 0.91-0.97 of its step time with its products whole (MKL's two threads, then the epilogue), in
+# five processes of 30 alternating blocks: each part had packed all of the weight for 64 rows.
+# Without a graph the two ways were even at 128 rows, and the parts ahead from 256 (0.95-0.98)
+# and 512 (0.82).
+_ROWS_MIN_PART_ROWS = 128
 
 
 def _in_row_parts(x, w, b, relu: bool):
@@ -159,8 +165,9 @@ def _in_row_parts(x, w, b, relu: bool):
     size against ``_ROWS_MIN_MACS``)."""
     m, k = x.shape
     n = w.shape[0]
-    if parallel.parts() < 2 or max(m, n, k) >= 2**31:  # MKL's LP64 dimensions are C ints
-        return None
+    parts = parallel.parts()
+    if parts < 2 or m < _ROWS_MIN_PART_ROWS * parts or max(m, n, k) >= 2**31:
+        return None  # (MKL's LP64 dimensions are C ints)
     dt = x.dtype
     kern = _native.for_dtype(dt)
     if (kern is None or w.dtype != dt or not x.flags.c_contiguous or w.ndim != 2

@@ -148,8 +148,8 @@ class Linear(Function):
 # their work (parallel.py); below it, handing a part to another thread costs more than it saves.
 # LeNet-5's first fully connected layer (64 x 400 by 400 x 120, 3.1 million) lost in parts: the
 # demo's training ran at 9,400 samples/s with it in parts against 10,700 without (three
-# alternating runs each); mlp_mnist's products (33 and 51 million) and char_lstm's head (34
-# million) gain.
+# alternating runs each); mlp_mnist_infer's products (1000 rows: 400 and 260 million) and
+# char_lstm's head (34 million) gain.
 _ROWS_MIN_MACS = 1 << 24
 # ... and at least this many rows a part. mlp_mnist's batch of 128 (64 rows a part) trained at
 # 0.91-0.97 of its step time with its products whole (MKL's two threads, then the epilogue), in

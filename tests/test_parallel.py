@@ -342,9 +342,10 @@ def test_row_kernels_in_parts_give_the_same_bits(monkeypatch, dt, C):
 
 
 class _Counter:
-    """Counts calls of the linear_rows kernel that went through (returned 0)."""
+    """Counts calls of a row-parts kernel (``linear_rows``, ``gemm_rows``) that went through
+    (returned 0)."""
 
-    def __init__(self, monkeypatch) -> None:
+    def __init__(self, monkeypatch, name: str = "linear_rows") -> None:
         k = _native.lib()
         self.done = 0
         counter = self
@@ -356,7 +357,7 @@ class _Counter:
                 return rc
             return call
 
-        monkeypatch.setattr(k, "linear_rows", {dt: wrap(f) for dt, f in k.linear_rows.items()})
+        monkeypatch.setattr(k, name, {dt: wrap(f) for dt, f in getattr(k, name).items()})
 
 
 def _needs_row_parts():
@@ -423,3 +424,86 @@ def test_linear_row_parts_skip_what_they_cannot_take(monkeypatch):
     assert counter.done == 0
     lin(dg.from_numpy(wide[:, :512].copy()))
     assert counter.done == 1
+
+
+def _operand(rng, rows: int, cols: int, transposed: bool, dt) -> np.ndarray:
+    """A (rows, cols) matrix, stored transposed (a transpose's view) if ``transposed``."""
+    if transposed:
+        return rng.standard_normal((cols, rows)).astype(dt).T
+    return rng.standard_normal((rows, cols)).astype(dt)
+
+
+def _gemm_rows(a: np.ndarray, b: np.ndarray, out: np.ndarray, beta: float) -> None:
+    """``a @ b + beta * out`` into ``out`` by ``gemm_rows``, whatever the size: the kernel
+    without mkl.py's choice of which products it gets."""
+    ta, lda, tb, ldb, ldc = mkl._plan(a, b, out)
+    fn, local = mkl.native_gemm(a.dtype)
+    addr = mkl._address
+    rc = _native.lib().gemm_rows[a.dtype](fn, local, ta == mkl._TRANS, tb == mkl._TRANS,
+                                          a.shape[0], b.shape[1], a.shape[1], addr(a), lda,
+                                          addr(b), ldb, beta, addr(out), ldc)
+    assert rc == 0
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("m, k, n, ta, tb", [(517, 128, 300, True, False),
+                                             (1031, 77, 257, True, True),
+                                             (203, 1000, 64, False, False),
+                                             (64, 33, 700, False, True)])
+def test_products_in_row_parts_give_the_same_bits(dt, m, k, n, ta, tb):
+    """A product in 2, 3, 5 or 7 blocks of rows, each block's on one MKL thread (the parts on
+    the parallel loop, or in turn on this thread): the same bits whatever the blocks, with and
+    without ``beta * out`` added, and the product to rounding."""
+    if not mkl.available():
+        pytest.skip("gemm_rows runs MKL's GEMM: " + mkl.status())
+    rng = np.random.default_rng(0)
+    a, b = _operand(rng, m, k, ta, dt), _operand(rng, k, n, tb, dt)
+    c0 = rng.standard_normal((m, n)).astype(dt)
+    runs = []
+    for parts, loop in [(2, True), (3, False), (5, False), (7, False)]:
+        with parallel.split(parts, loop):
+            fresh, added = np.full((m, n), np.nan, dt), c0.copy()
+            _gemm_rows(a, b, fresh, 0.0)  # beta 0: what was in the output does not count
+            _gemm_rows(a, b, added, 0.5)
+            runs.append([fresh, added])
+    _assert_same_bits(runs)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    bound = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
+    u = np.finfo(dt).eps / 2
+    assert np.all(np.abs(runs[0][0] - exact) <= 2 * (k + 2) * u * bound)
+    assert np.all(np.abs(runs[0][1] - (exact + 0.5 * c0)) <= 2 * (k + 2) * u * (bound + np.abs(c0)))
+    with parallel.split(1):
+        assert _native.lib().gemm_rows[np.dtype(dt)](*[None] * 2, 0, 0, m, n, k, None, k,
+                                                     None, n, 0.0, None, n) == -1
+
+
+@needs_kernels
+def test_transposed_products_run_in_row_parts(monkeypatch):
+    """Which products mkl.py sends to gemm_rows: a transposed left operand (a layer's weight
+    gradient) with enough rows a part, columns and multiply-adds; not the others."""
+    _needs_row_parts()
+    counter = _Counter(monkeypatch, "gemm_rows")
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((128, 512)).astype(np.float32)
+    x = rng.standard_normal((128, 784)).astype(np.float32)
+    got = mkl.matmul(g.T, x)
+    assert counter.done == 1
+    np.testing.assert_allclose(got, g.T.astype(np.float64) @ x, rtol=1e-4, atol=1e-4)
+    rows = mkl.ROWS_MIN_PART_ROWS * parallel.parts()
+    mkl.matmul(np.ascontiguousarray(g.T), x)  # not transposed
+    mkl.matmul(g.T[:rows - 8], x)  # too few rows a part
+    mkl.matmul(g.T, x[:, :mkl.ROWS_MIN_COLS - 1])  # too few columns
+    mkl.matmul(g[:32].T, x[:32])  # too few multiply-adds
+    with parallel.split(1):
+        mkl.matmul(g.T, x)  # one part: MKL's threads take it whole
+    assert counter.done == 1
+    with mkl.enabled(False):
+        mkl.matmul(g.T, x)
+    assert counter.done == 1
+    # a Linear's weight gradient: g^T @ x
+    lin = dg.nn.Linear(784, 512)
+    lin(dg.from_numpy(x)).backward(dg.from_numpy(g))
+    assert counter.done == 2
+    np.testing.assert_allclose(lin.weight.grad.data, g.T.astype(np.float64) @ x, rtol=1e-4,
+                               atol=1e-4)

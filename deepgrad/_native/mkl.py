@@ -286,7 +286,7 @@ def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None, beta: float = 0.
 # output has at least ROWS_MIN_COLS columns and the product ROWS_MIN_MACS multiply-adds. On the
 # AMD EPYC, two threads (medians of 9 alternating blocks): every such product of 512 or 2048 rows,
 # 256 or 512 columns and 128 or 1024 terms took 0.84-0.96 of MKL's time on the whole; with 256
-# rows (128 a part) or 64 columns, 0.96-1.04. Without the transpose the parts gained on short
+# rows (128 a part) or 64 columns, 0.95-1.04. Without the transpose the parts gained on short
 # sums and lost on long ones (0.89-1.06), so those stay whole.
 ROWS_MIN_PART_ROWS = 256
 ROWS_MIN_COLS = 256

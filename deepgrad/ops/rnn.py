@@ -9,8 +9,9 @@ the loop streams through memory.
 
 Backward is backpropagation through time in one loop: per step the gate gradients (written over
 the saved activations) and one GEMM for the gradient of the previous state. The gate gradients
-of all steps then feed one GEMM ``dZ @ [h; x; 1]^T`` for ``[grad W_hh | grad W_ih | grad b]``
-and one for the input gradient.
+of all steps then feed one GEMM for ``[grad W_hh | grad W_ih | grad b]`` (``dZ @ [h; x; 1]^T``;
+the LSTM's as ``[h; x; 1] @ dZ^T``, transposed back, which MKL runs faster) and one for the input
+gradient.
 
 With the native kernels and MKL, the LSTM's loops over time run inside one C call per direction
 (``lstm_forward_seq``/``lstm_backward_seq`` in ``deepgrad/_native/kernels.c``), making the

@@ -14,6 +14,7 @@ import pytest
 import deepgrad as dg
 from deepgrad import _native
 from deepgrad._native import mkl, parallel
+from deepgrad.ops import conv as conv_ops
 from deepgrad.ops import rnn
 
 needs_kernels = pytest.mark.skipif(_native.lib() is None, reason=_native.status())
@@ -889,6 +890,70 @@ def test_winograd_applies_only_to_3x3_stride_1_with_channels(monkeypatch, case):
 @needs_kernels
 def test_winograd_passes_gradcheck():
     assert _conv_gradcheck((1, 16, 4, 3), (16, 16, 3, 3), padding=1)
+
+
+def _nonfinite_run(x0: np.ndarray, w0: np.ndarray, gy: np.ndarray) -> list:
+    x = dg.from_numpy(x0).requires_grad_(True)
+    w = dg.from_numpy(w0).requires_grad_(True)
+    y = dg.nn.functional.conv2d(x, w, padding=1)
+    y.backward(dg.from_numpy(gy))
+    return [y.data.copy(), x.grad.data.copy(), w.grad.data.copy()]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("where", ["weight", "input", "nan", "gradient"])
+def test_winograd_keeps_infinities_as_the_direct_sums_do(monkeypatch, dt, where):
+    """An infinite weight, input or output gradient: the Winograd transforms would make NaN of
+    whole tiles, where the direct sums (and PyTorch) give inf. Each Winograd result that is not
+    all finite is recomputed by the direct kernels, so forward and gradients have the direct
+    path's infs and NaNs, place for place, and its finite values to rounding."""
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.standard_normal((2, 16, 6, 7))).astype(dt)
+    w = (np.abs(rng.standard_normal((16, 16, 3, 3))) * 0.1).astype(dt)
+    gy = np.ones((2, 16, 6, 7), dt)
+    if where == "weight":
+        w[3, 2, 1, 1] = np.inf
+    elif where == "input":
+        x[1, 4, 2, 3] = -np.inf
+    elif where == "nan":
+        x[0, 0, 5, 6] = np.nan
+    else:
+        gy[1, 7, 0, 4] = np.inf
+    spy = _Spy(monkeypatch, "all_finite")
+    got = _nonfinite_run(x, w, gy)
+    # forward and input gradient; the weight gradient takes Winograd after a Winograd forward
+    assert spy.calls == (3 if where == "gradient" else 2)
+    monkeypatch.setattr(conv_ops, "_WINOGRAD_MIN_CHANNELS", 1 << 30)  # the direct kernels
+    want = _nonfinite_run(x, w, gy)
+    assert spy.calls == (3 if where == "gradient" else 2)
+    assert not np.isfinite(want[0 if where != "gradient" else 1]).all()
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        np.testing.assert_array_equal(np.isposinf(a), np.isposinf(b))
+        np.testing.assert_array_equal(np.isneginf(a), np.isneginf(b))
+        finite = np.isfinite(b)
+        np.testing.assert_allclose(a[finite], b[finite], rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_all_finite(dt):
+    """kernels.c: all_finite, in parts or whole, with the odd value anywhere."""
+    kern = _native.lib()
+    fn = kern.all_finite[np.dtype(dt)]
+    for n in (1, 17, parallel.min_elements() + 5):
+        x = np.linspace(-3e3, 3e3, n).astype(dt)
+        x[0] = np.finfo(dt).max
+        for split in (1, 2, 5):
+            with parallel.split(split, split == 2):
+                assert fn(_native.address(x), n) == 1
+                for k in {0, n // 2, n - 1}:
+                    for v in (np.inf, -np.inf, np.nan):
+                        y = x.copy()
+                        y[k] = v
+                        assert fn(_native.address(y), n) == 0
+    assert fn(_native.address(x), 0) == 1
 
 
 @needs_kernels

@@ -108,14 +108,16 @@ _SIGNATURES: dict[str, tuple] = {
     "embedding_backward": (_P, _P, _L, _L, _P),
     "linear_rows": (_P, _P, _P, _P, _L, _I, _P, _I, _P, _L, _L, _L),
     "gemm_rows": (_P, _P, _I, _I, _L, _L, _L, _P, _L, _P, _L, "T", _P, _L),
+    "all_finite": (_P, _L),
 }
 
 
 # kernels that return a value: a status (0, or -1 when the arguments do not fit), or a size
 _RETURNS = {"winograd_conv": ctypes.c_int, "winograd_weight_grad": ctypes.c_int,
             "winograd_workspace": ctypes.c_long, "linear_rows": ctypes.c_int,
-            "gemm_rows": ctypes.c_int, "lstm_forward_fused": ctypes.c_int,
-            "lstm_backward_fused": ctypes.c_int, "linear_narrow": ctypes.c_int}
+            "gemm_rows": ctypes.c_int, "all_finite": ctypes.c_int,
+            "lstm_forward_fused": ctypes.c_int, "lstm_backward_fused": ctypes.c_int,
+            "linear_narrow": ctypes.c_int}
 
 # kernels written for float32 only (their vector code is float32's)
 _F32_ONLY: dict[str, tuple] = {
@@ -183,6 +185,7 @@ class Kernels:
     embedding_backward: dict[np.dtype, Any]
     linear_rows: dict[np.dtype, Any]
     gemm_rows: dict[np.dtype, Any]
+    all_finite: dict[np.dtype, Any]
     max_pool_2x2: dict[np.dtype, Any]
     max_pool_2x2_backward: dict[np.dtype, Any]
     avg_pool_2x2: dict[np.dtype, Any]

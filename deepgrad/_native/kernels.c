@@ -2889,6 +2889,35 @@ int gemm_rows_##S(void *gemm, void *threads_local, int ta, int tb, long M, long 
 GEMM_ROWS(float, f32)
 GEMM_ROWS(double, f64)
 
+/* ---- whether every value is finite ---------------------------------------------------------------
+ * deepgrad/ops/conv.py checks the Winograd paths' results with it: their transforms add and
+ * subtract, so one infinite input or weight turns whole tiles into NaN where the direct sums
+ * (and PyTorch) give inf, and a result that is not all finite is recomputed directly. x - x is
+ * 0 for a finite x and NaN for inf or NaN; the comparisons vectorise, a sum would not. */
+#define ALL_FINITE(T, S)                                                                        \
+typedef struct { const T *x; long n, parts; int *bad; } finite_ctx_##S;                         \
+                                                                                                \
+static void all_finite_part_##S(void *ctx, long i) {                                            \
+    finite_ctx_##S *c = ctx;                                                                    \
+    long lo = part_start(c->n, c->parts, i, 16), hi = part_start(c->n, c->parts, i + 1, 16);    \
+    int bad = 0;                                                                                \
+    for (long k = lo; k < hi; k++) bad |= c->x[k] - c->x[k] != 0;                               \
+    c->bad[i] = bad;                                                                            \
+}                                                                                               \
+                                                                                                \
+int all_finite_##S(const T *x, long n) {                                                        \
+    long parts = parts_for(n);                                                                  \
+    int bad[parts];                                                                             \
+    finite_ctx_##S c = {x, n, parts, bad};                                                      \
+    run_parts(all_finite_part_##S, &c, parts);                                                  \
+    for (long i = 0; i < parts; i++)                                                            \
+        if (bad[i]) return 0;                                                                   \
+    return 1;                                                                                   \
+}
+
+ALL_FINITE(float, f32)
+ALL_FINITE(double, f64)
+
 /* ---- a narrow Linear layer: a classifier's head ------------------------------------------------
  * y (M, N) = x (M, K) @ w^T + b, then ReLU if relu, for few output features (deepgrad/ops/
  * linalg.py: Linear). MKL ran mlp_mnist's head (1000 x 512 by 512 x 10) at 19 GFLOP/s: a GEMM

@@ -2796,55 +2796,6 @@ void softmax_grad_##S(const T *e, const T *q, long N, long C, const int64_t *y, 
 PARTED_ROWS(float, f32)
 PARTED_ROWS(double, f64)
 
-/* ---- a Linear layer in row parts ---------------------------------------------------------------
- * y (M, N) = x (M, K) @ w^T + b, then ReLU if relu (deepgrad/ops/linalg.py: Linear): each part
- * takes a block of rows, runs MKL's GEMM for them on its own thread (threads_local 1), then adds
- * the bias and applies the ReLU while the block is still in that core's cache. MKL's two threads
- * on the whole product, then the epilogue on one core over memory, took 3.62 ms on mlp_mnist's
- * 1000-row inference layer (1000 x 784 by 784 x 512) against 3.44 ms this way (2 parts; medians
- * of 30 blocks). Rows are independent, so the parts need no combining. Returns -1 without a
- * parallel loop or with fewer than 2 parts to make (then the caller does it whole). */
-#define LINEAR_ROWS(T, S)                                                                       \
-typedef struct {                                                                                \
-    gemm_##S##_fn gemm;                                                                         \
-    threads_local_fn threads_local;                                                             \
-    const T *x, *w, *b;                                                                         \
-    T *y;                                                                                       \
-    long M, N, K, ldw, parts;                                                                   \
-    int transw, relu;                                                                           \
-} linear_ctx_##S;                                                                               \
-                                                                                                \
-static void linear_part_##S(void *ctx, long i) {                                                \
-    linear_ctx_##S *c = ctx;                                                                    \
-    long lo = part_start(c->M, c->parts, i, 8), hi = part_start(c->M, c->parts, i + 1, 8);      \
-    if (hi == lo) return;                                                                       \
-    int before = c->threads_local(1);                                                           \
-    c->gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, c->transw ? CBLAS_TRANS : CBLAS_NO_TRANS,          \
-            (int)(hi - lo), (int)c->N, (int)c->K, 1, c->x + lo * c->K, (int)c->K, c->w,         \
-            (int)c->ldw, 0, c->y + lo * c->N, (int)c->N);                                       \
-    c->threads_local(before);                                                                   \
-    T *y = c->y + lo * c->N;                                                                    \
-    if (c->b && c->relu)                                                                        \
-        bias_relu_one_##S(y, c->b, hi - lo, c->N);                                              \
-    else if (c->b)                                                                              \
-        add_rows_one_##S(y, c->b, hi - lo, c->N);                                               \
-    else if (c->relu)                                                                           \
-        relu_forward_one_##S(y, y, (hi - lo) * c->N);                                           \
-}                                                                                               \
-                                                                                                \
-int linear_rows_##S(void *gemm, void *threads_local, const T *x, const T *w, long ldw,         \
-                    int transw, const T *b, int relu, T *y, long M, long N, long K) {           \
-    long parts = parallel_parts;                                                                \
-    if (!parallel_loop || parts < 2 || M < 16 * parts) return -1;                               \
-    linear_ctx_##S c = {(gemm_##S##_fn)gemm, (threads_local_fn)threads_local, x, w, b, y, M, N, \
-                        K, ldw, parts, transw, relu};                                           \
-    run_parts(linear_part_##S, &c, parts);                                                      \
-    return 0;                                                                                   \
-}
-
-LINEAR_ROWS(float, f32)
-LINEAR_ROWS(double, f64)
-
 /* ---- a product in row parts ---------------------------------------------------------------------
  * c (M, N) = op(a) @ op(b) + beta c (deepgrad/_native/mkl.py: _gemm), each part a block of c's
  * rows through MKL's GEMM on its own thread (threads_local 1). mkl.py sends the products whose
@@ -2852,7 +2803,8 @@ LINEAR_ROWS(double, f64)
  * and columns: MKL's two threads on the whole product ran them slower than two independent
  * halves, as much as 1.16x (mlp_mnist's 512 x 128 by 128 x 512: 542 against 468 us). Each
  * element is one of MKL's sums over k, the same whatever the rows beside it in its block
- * (tests/test_parallel.py). Returns -1 with fewer than 2 parts (then the caller runs it whole). */
+ * (tests/test_parallel.py). Returns -1 with fewer than 2 parts (then the caller runs it whole).
+ * linear_rows below runs the same parts, each followed by its rows' epilogue. */
 #define GEMM_ROWS(T, S)                                                                         \
 typedef struct {                                                                                \
     gemm_##S##_fn gemm;                                                                         \
@@ -2888,6 +2840,49 @@ int gemm_rows_##S(void *gemm, void *threads_local, int ta, int tb, long M, long 
 
 GEMM_ROWS(float, f32)
 GEMM_ROWS(double, f64)
+
+/* ---- a Linear layer in row parts ---------------------------------------------------------------
+ * y (M, N) = x (M, K) @ w^T + b, then ReLU if relu (deepgrad/ops/linalg.py: Linear): each part
+ * takes a block of rows, runs MKL's GEMM for them on its own thread (threads_local 1), then adds
+ * the bias and applies the ReLU while the block is still in that core's cache. MKL's two threads
+ * on the whole product, then the epilogue on one core over memory, took 3.62 ms on mlp_mnist's
+ * 1000-row inference layer (1000 x 784 by 784 x 512) against 3.44 ms this way (2 parts; medians
+ * of 30 blocks). Rows are independent, so the parts need no combining. Returns -1 without a
+ * parallel loop or with fewer than 2 parts to make (then the caller does it whole). */
+#define LINEAR_ROWS(T, S)                                                                       \
+typedef struct {                                                                                \
+    gemm_rows_ctx_##S rows; /* the product, x @ w^T into y */                                   \
+    const T *b;                                                                                 \
+    int relu;                                                                                   \
+} linear_ctx_##S;                                                                               \
+                                                                                                \
+static void linear_part_##S(void *ctx, long i) {                                                \
+    linear_ctx_##S *c = ctx;                                                                    \
+    const gemm_rows_ctx_##S *r = &c->rows;                                                      \
+    long lo = part_start(r->M, r->parts, i, 8), hi = part_start(r->M, r->parts, i + 1, 8);      \
+    if (hi == lo) return;                                                                       \
+    gemm_rows_part_##S(&c->rows, i);                                                            \
+    T *y = r->c + lo * r->N;                                                                    \
+    if (c->b && c->relu)                                                                        \
+        bias_relu_one_##S(y, c->b, hi - lo, r->N);                                              \
+    else if (c->b)                                                                              \
+        add_rows_one_##S(y, c->b, hi - lo, r->N);                                               \
+    else if (c->relu)                                                                           \
+        relu_forward_one_##S(y, y, (hi - lo) * r->N);                                           \
+}                                                                                               \
+                                                                                                \
+int linear_rows_##S(void *gemm, void *threads_local, const T *x, const T *w, long ldw,          \
+                    int transw, const T *b, int relu, T *y, long M, long N, long K) {           \
+    long parts = parallel_parts;                                                                \
+    if (!parallel_loop || parts < 2 || M < 16 * parts) return -1;                               \
+    linear_ctx_##S c = {{(gemm_##S##_fn)gemm, (threads_local_fn)threads_local, x, w, y, 0, M,   \
+                         N, K, K, ldw, N, parts, 0, transw}, b, relu};                          \
+    run_parts(linear_part_##S, &c, parts);                                                      \
+    return 0;                                                                                   \
+}
+
+LINEAR_ROWS(float, f32)
+LINEAR_ROWS(double, f64)
 
 /* ---- whether every value is finite ---------------------------------------------------------------
  * deepgrad/ops/conv.py checks the Winograd paths' results with it: their transforms add and

@@ -29,12 +29,15 @@ def time_calls(step: Callable[[], object], number: int) -> float:
 def calibrate(step: Callable[[], object], target_seconds: float) -> int:
     """Smallest count in 1, 2, 5, 10, 20, 50, ... whose calls take at least `target_seconds`.
 
-    Same idea as timeit.Timer.autorange; the calls made here also serve as warm-up.
+    Same idea as timeit.Timer.autorange; the calls made here also serve as warm-up. One call
+    that lasts the target is timed again before it is taken: a single call can be slow once (a
+    collection, a stall), and one call per repetition would then time a fast step.
     """
     for power in itertools.count():
         for base in (1, 2, 5):
             number = base * 10**power
-            if time_calls(step, number) * number >= target_seconds:
+            if time_calls(step, number) * number >= target_seconds and (
+                    number > 1 or time_calls(step, 1) >= target_seconds):
                 return number
     raise AssertionError("unreachable")
 

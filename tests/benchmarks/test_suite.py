@@ -267,6 +267,55 @@ def test_quiesce_waits_for_a_busy_thread_and_not_otherwise():
         worker.join()
 
 
+def _step_slow_on_calls(slow_calls: set[int], slow: float, fast: float = 0.0005):
+    """A step that sleeps ``slow`` seconds on the given calls (counted from 0), else ``fast``."""
+    import time
+
+    calls = []
+
+    def step():
+        time.sleep(slow if len(calls) in slow_calls else fast)
+        calls.append(None)
+
+    return step, calls
+
+
+def test_calibrate_does_not_take_one_slow_call_for_a_slow_step():
+    """One call that happens to last the target (a collection, a stall) is timed again: a fast
+    step must get many calls per repetition, or every repetition times one call and the
+    threads' wake-up after quiesce with it. A step that is slow every time gets one call."""
+    import harness
+
+    step, _ = _step_slow_on_calls({0}, slow=0.05)
+    assert harness.calibrate(step, target_seconds=0.02) >= 20
+    step, _ = _step_slow_on_calls(set(range(100)), slow=0.03)
+    assert harness.calibrate(step, target_seconds=0.02) == 1
+
+
+def test_runner_takes_one_call_per_repetition_only_for_a_step_slow_twice(monkeypatch):
+    """The first step, run for the check, pays one-time costs; the runner decides on one call
+    per repetition only if the next call is as slow."""
+    import types
+
+    import harness
+
+    seen = {}
+
+    def fake_measure(steps, reps, target, known):
+        seen.update(known)
+        return {}
+
+    monkeypatch.setattr(harness, "measure_alternating", fake_measure)
+    for slow_calls, expect_known in (({0}, False), ({0, 1}, True)):
+        seen.clear()
+        step, _ = _step_slow_on_calls(slow_calls, slow=0.05)
+        workload = types.SimpleNamespace(
+            NAME="fake", DESCRIPTION="", make_inputs=lambda rng, quick: {},
+            build=lambda lib, inputs, step=step: (step, []), TARGET_SECONDS=0.02)
+        run.run_workload(workload, {"deepgrad": None}, quick=False, repeats=1)
+        assert ("deepgrad" in seen) is expect_known, slow_calls
+
+
 def test_git_state_is_dirty_for_code_changes_not_for_result_records(tmp_path, monkeypatch):
     """A run right after another finds the first run's record uncommitted in
     benchmarks/results: that is not a change to the code measured, so the second run is not

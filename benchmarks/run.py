@@ -92,25 +92,35 @@ def _compare_arrays(i: int, ga, gb, what: str, rtol: float, atol: float) -> str 
     return None
 
 
-def compare_grads(leaves_a, leaves_b, rtol: float = 1e-4, atol: float = 1e-5) -> str:
-    """'ok', or a short description of the first disagreement between two lists of leaves."""
-    if len(leaves_a) != len(leaves_b):
-        return f"leaf counts differ: {len(leaves_a)} vs {len(leaves_b)}"
-    for i, (a, b) in enumerate(zip(leaves_a, leaves_b)):
-        if a.grad is None or b.grad is None:
-            return f"leaf {i}: grad is None in {'deepgrad' if a.grad is None else 'torch'}"
-        problem = _compare_arrays(i, to_numpy(a.grad), to_numpy(b.grad), "grad", rtol, atol)
+def snapshot(leaves, kind: str = "grad") -> list:
+    """Copies of what the check compares, taken right after the checked step: the gradients of
+    ``leaves`` (None where a leaf has none) or, for ``kind == "values"``, the outputs. Later
+    calls (the runner may call a slow step twice) change both."""
+    if kind == "values":
+        return [to_numpy(v).copy() for v in leaves]
+    return [None if leaf.grad is None else to_numpy(leaf.grad).copy() for leaf in leaves]
+
+
+def compare_grads(grads_a, grads_b, rtol: float = 1e-4, atol: float = 1e-5) -> str:
+    """'ok', or a short description of the first disagreement between two snapshots of
+    gradients (lists of arrays, None for a leaf without one)."""
+    if len(grads_a) != len(grads_b):
+        return f"leaf counts differ: {len(grads_a)} vs {len(grads_b)}"
+    for i, (a, b) in enumerate(zip(grads_a, grads_b)):
+        if a is None or b is None:
+            return f"leaf {i}: grad is None in {'deepgrad' if a is None else 'torch'}"
+        problem = _compare_arrays(i, a, b, "grad", rtol, atol)
         if problem:
             return problem
     return "ok"
 
 
 def compare_values(values_a, values_b, rtol: float = 1e-4, atol: float = 1e-5) -> str:
-    """Like compare_grads for outputs: 'ok' or the first disagreement."""
+    """Like compare_grads for snapshots of outputs: 'ok' or the first disagreement."""
     if len(values_a) != len(values_b) or not values_a:
         return f"output counts differ: {len(values_a)} vs {len(values_b)}"
     for i, (a, b) in enumerate(zip(values_a, values_b)):
-        problem = _compare_arrays(i, to_numpy(a), to_numpy(b), "value", rtol, atol)
+        problem = _compare_arrays(i, a, b, "value", rtol, atol)
         if problem:
             return problem
     return "ok"
@@ -163,9 +173,14 @@ def run_workload(workload, libs: dict, quick: bool, repeats: int | None) -> dict
             if build_check is not None:
                 check_step, leaves = build_check(lib, inputs)
                 check_step()
+                taken = snapshot(leaves, check_kind)
             else:
-                # one step before timing: it must run, and its result is checked below
-                if _seconds(step) >= target and _seconds(step) >= target:
+                # one step before timing: it must run, and its result is checked below. The
+                # snapshot is taken before any second call, so that both libraries are
+                # compared after exactly one step (a second step trains on the next batch).
+                first = _seconds(step)
+                taken = snapshot(leaves, check_kind)
+                if first >= target and _seconds(step) >= target:
                     # a step this slow is timed one call per repetition: calibrating would
                     # only repeat the warm-up these calls already were. The first call alone
                     # does not decide it: it pays one-time costs (libraries loaded, caches
@@ -177,7 +192,7 @@ def run_workload(workload, libs: dict, quick: bool, repeats: int | None) -> dict
             traceback.print_exc()
             continue
         steps[name] = step
-        checked[name] = leaves
+        checked[name] = taken
     if "deepgrad" in checked and "torch" in checked:
         compare = compare_values if check_kind == "values" else compare_grads
         result["check"] = compare(checked["deepgrad"], checked["torch"])

@@ -153,13 +153,15 @@ def test_grad_check_reports_a_wrong_gradient():
     b = dg.tensor(np.ones((2, 3), np.float32), requires_grad=True)
     (a * 2).sum().backward()
     (b * 2).sum().backward()
-    assert run.compare_grads([a], [b]) == "ok"
+    grads = run.snapshot
+    assert run.compare_grads(grads([a]), grads([b])) == "ok"
     b.grad = None
     (b * 2.01).sum().backward()
-    assert run.compare_grads([a], [b]).startswith("leaf 0: max abs grad difference")
+    assert run.compare_grads(grads([a]), grads([b])).startswith("leaf 0: max abs grad difference")
     b.grad = None
-    assert "grad is None" in run.compare_grads([a], [b])
-    assert run.compare_values([a], [a * 1.01]).startswith("leaf 0: max abs value difference")
+    assert "grad is None" in run.compare_grads(grads([a]), grads([b]))
+    assert run.compare_values(grads([a], "values"), grads([a * 1.01], "values")).startswith(
+        "leaf 0: max abs value difference")
 
 
 def test_geometric_mean_of_training_ratios():
@@ -202,7 +204,7 @@ def test_workload_matches_torch_after_one_step(name):
     for lib in (dg, torch):
         step, leaves = build(lib, inputs)
         step()
-        checked[lib.__name__] = leaves
+        checked[lib.__name__] = run.snapshot(leaves, getattr(w, "CHECK", "grad"))
     compare = run.compare_values if getattr(w, "CHECK", "grad") == "values" else run.compare_grads
     assert compare(checked["deepgrad"], checked["torch"]) == "ok"
 
@@ -314,6 +316,40 @@ def test_runner_takes_one_call_per_repetition_only_for_a_step_slow_twice(monkeyp
             build=lambda lib, inputs, step=step: (step, []), TARGET_SECONDS=0.02)
         run.run_workload(workload, {"deepgrad": None}, quick=False, repeats=1)
         assert ("deepgrad" in seen) is expect_known, slow_calls
+
+
+def test_runner_checks_both_libraries_after_one_step_even_when_one_is_called_twice(
+        monkeypatch):
+    """A step slow twice is called twice before timing; the check must still compare both
+    libraries after their first step. A session's fresh clone once failed the check this way:
+    deepgrad's first two calls (loading MKL) were slow, so its gradients came from a second
+    batch and PyTorch's from the first."""
+    import time
+    import types
+
+    import harness
+
+    monkeypatch.setattr(harness, "measure_alternating", lambda *args: {})
+
+    def build(lib, inputs):
+        # a leaf whose gradient is the number of calls so far: a second call changes it
+        leaf = types.SimpleNamespace(grad=None)
+        calls = []
+
+        def step():
+            if lib == "slow" and len(calls) < 2:
+                time.sleep(0.05)
+            calls.append(None)
+            leaf.grad = dg.tensor(np.full(3, float(len(calls)), np.float32))
+
+        return step, [leaf]
+
+    workload = types.SimpleNamespace(
+        NAME="fake", DESCRIPTION="", make_inputs=lambda rng, quick: {}, build=build,
+        TARGET_SECONDS=0.02)
+    result = run.run_workload(workload, {"deepgrad": "slow", "torch": "fast"}, quick=False,
+                              repeats=1)
+    assert result["check"] == "ok", result["check"]
 
 
 def test_git_state_is_dirty_for_code_changes_not_for_result_records(tmp_path, monkeypatch):

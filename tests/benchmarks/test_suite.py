@@ -153,7 +153,7 @@ def test_grad_check_reports_a_wrong_gradient():
     b = dg.tensor(np.ones((2, 3), np.float32), requires_grad=True)
     (a * 2).sum().backward()
     (b * 2).sum().backward()
-    grads = run.snapshot
+    grads = run.snapshot  # what the runner compares: copies taken after the step
     assert run.compare_grads(grads([a]), grads([b])) == "ok"
     b.grad = None
     (b * 2.01).sum().backward()
